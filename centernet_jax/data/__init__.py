@@ -1,0 +1,1 @@
+"""Input pipelines: sources, host transforms and Grain loaders."""

@@ -1,0 +1,1 @@
+"""Metric computations on decoded detections."""

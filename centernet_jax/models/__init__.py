@@ -1,0 +1,1 @@
+"""Backbones, necks and CenterNet heads as Flax linen modules (NHWC)."""

@@ -1,0 +1,114 @@
+"""Building blocks shared by the configs. Every hyper-parameter lives in a config."""
+
+import ml_collections
+from ml_collections import config_dict
+
+# Official normalisation, applied to images in BGR channel order (spec §6).
+COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
+COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Fields every ctdet config has; variants override what differs."""
+    config = ml_collections.ConfigDict()
+    config.task = "ctdet"
+    config.variant = ""
+    config.seed = 317  # the official seed
+
+    config.dataset = ml_collections.ConfigDict()
+
+    config.input = ml_collections.ConfigDict(dict(
+        input_hw=(512, 512),
+        down_ratio=4,  # output stride; every backbone here is stride 4
+        mean=COCO_MEAN_BGR,
+        std=COCO_STD_BGR,
+        flip_prob=0.5,
+        # Official random-crop augmentation: s = max(h, w) * choice(scale_choices).
+        scale_choices=(0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
+        border=128,
+        not_rand_crop=False,  # the alternative scale/shift jitter
+        shift=0.1,
+        scale=0.4,
+        color_aug=True,
+    ))
+
+    config.model = ml_collections.ConfigDict(dict(
+        backbone="hourglass",
+        hourglass=ml_collections.ConfigDict(),
+        head_conv=256,
+        hm_bias=-2.19,
+        dtype="float32",  # computation dtype; parameters stay float32
+    ))
+
+    config.loss = ml_collections.ConfigDict(dict(
+        hm_weight=1.0,
+        wh_weight=0.1,
+        off_weight=1.0,
+        # "official" keeps CornerNet's gaussian_radius typo; "corrected" fixes it.
+        radius="official",
+        min_overlap=0.7,
+    ))
+
+    config.train = ml_collections.ConfigDict(dict(
+        batch_size=32,  # global, over all devices and processes
+        learning_rate=1.25e-4,
+        num_epochs=140,
+        lr_drop_epochs=(90, 120),
+        lr_drop_factor=0.1,
+        log_every_steps=50,
+        checkpoint_every_steps=1000,
+        max_checkpoints_to_keep=3,
+        num_workers=0,  # Grain worker processes; 0 reads in the main process
+        prefetch_buffer_size=4,
+        init_checkpoint=config_dict.placeholder(str),
+    ))
+
+    config.eval = ml_collections.ConfigDict(dict(
+        every_steps=0,  # 0: evaluate only at the end of training
+        batch_size=32,
+        top_k=100,
+        num_pictures=4,  # validation images drawn to PNG and TensorBoard
+        vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval
+    ))
+
+    # Device mesh: -1 takes every device not used by the other axis.
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    return config
+
+
+def coco_dataset() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        name="coco",
+        data_dir=config_dict.placeholder(str),  # TFDS data dir; default $TFDS_DATA_DIR
+        num_classes=80,
+        max_objects=128,
+        train_split="train",
+        eval_split="validation",
+    ))
+
+
+def shapes_dataset(num_train: int, num_val: int) -> ml_collections.ConfigDict:
+    """The embedded, procedurally generated dataset (no download)."""
+    return ml_collections.ConfigDict(dict(
+        name="shapes",
+        seed=0,
+        num_classes=5,
+        max_objects=32,
+        num_train=num_train,
+        num_val=num_val,
+        image_size=(96, 160),  # min and max side, pixels
+        objects_per_image=(1, 8),
+        train_split="train",
+        eval_split="val",
+    ))
+
+
+def hourglass_104() -> ml_collections.ConfigDict:
+    return small_hourglass(num_stacks=2, depth=5, dims=(256, 256, 384, 384, 384, 512),
+                           modules=(2, 2, 2, 2, 2, 4), pre_width=128, cnv_dim=256)
+
+
+def small_hourglass(*, num_stacks, depth, dims, modules, pre_width, cnv_dim):
+    return ml_collections.ConfigDict(dict(
+        num_stacks=num_stacks, depth=depth, dims=tuple(dims), modules=tuple(modules),
+        pre_width=pre_width, cnv_dim=cnv_dim))
