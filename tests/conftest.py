@@ -1,0 +1,47 @@
+"""Test-wide setup: 8 fake CPU devices so sharding tests run on any machine."""
+
+import os
+
+# Must happen before jax is imported anywhere in the test session.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import functools  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
+    """A synthetic padded training batch matching ``config`` (no input pipeline)."""
+    rng = np.random.default_rng(seed)
+    batch = config.train.batch_size
+    height, width = config.input.input_hw
+    grid_h, grid_w = height // 4, width // 4
+    num = config.dataset.max_objects
+    xy = rng.uniform(-2, [grid_w, grid_h], (batch, num, 2))
+    wh = rng.uniform(0.5, [grid_w / 2, grid_h / 2], (batch, num, 2))
+    return {
+        "image": rng.normal(size=(batch, height, width, 3)).astype(np.float32),
+        "boxes": np.concatenate([xy, xy + wh], -1).astype(np.float32),
+        "classes": rng.integers(0, config.dataset.num_classes, (batch, num)).astype(np.int32),
+        "mask": rng.random((batch, num)) < 0.6,
+    }
+
+
+@pytest.fixture
+def smoke_setup():
+    """(config, model, task, tx, init_fn) for the smoke hourglass."""
+    from centernet_jax import tasks, train
+    from centernet_jax.models import detector
+    from configs import hourglass
+
+    config = hourglass.get_config("smoke")
+    task = tasks.make_task(config)
+    model = detector.build_model(config.model, task.heads)
+    tx = train.make_optimizer(config, steps_per_epoch=4)
+    init_fn = functools.partial(train.create_train_state, model=model, tx=tx,
+                                input_hw=tuple(config.input.input_hw))
+    return config, model, task, tx, init_fn
