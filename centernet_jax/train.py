@@ -195,7 +195,14 @@ class Evaluator:
         evaluator = coco.CocoEvaluator(self.ground_truth, self.category_ids)
         batch_sharding = sharding.batch_sharding(self.mesh)
         first = None
-        for batch in self.batches():
+        num_batches = len(pipeline.eval_shard_indices(
+            len(self.source), self.batch_size, jax.process_index(), jax.process_count())[0]
+        ) // self.batch_size
+        start = time.time()
+        for index, batch in enumerate(self.batches()):
+            if index % 50 == 0:
+                logging.info("Evaluating step %d: batch %d/%d (%.0f s).", step, index,
+                             num_batches, time.time() - start)
             images = sharding.host_to_global({"image": batch["image"]}, batch_sharding)["image"]
             detections = self.predict(state, images)
             # Every process contributes its shard; all see the whole batch afterwards.
@@ -231,11 +238,11 @@ class Evaluator:
         count = min(self.config.eval.num_pictures, int(np.sum(batch["valid"])))
         pictures = []
         for i in range(count):
-            canvas = viz.denormalize(batch["image"][i], self.config.input.mean,
-                                     self.config.input.std)
-            gt = batch["boxes"][i][batch["mask"][i]] * stride
+            canvas, zoom = viz.upscale(viz.denormalize(
+                batch["image"][i], self.config.input.mean, self.config.input.std))
+            gt = batch["boxes"][i][batch["mask"][i]] * stride * zoom
             drawn = viz.draw_detections(
-                canvas, detections["boxes"][i] * stride, detections["scores"][i],
+                canvas, detections["boxes"][i] * stride * zoom, detections["scores"][i],
                 detections["classes"][i], self.class_names, self.config.eval.vis_threshold,
                 gt_boxes=gt)
             pictures.append(viz.side_by_side(drawn, viz.heatmap_overlay(canvas, heatmaps[i])))
@@ -246,6 +253,21 @@ class Evaluator:
                 viz.save_png(os.path.join(folder, f"step_{step:07d}_{i}.png"), picture)
         if writer is not None and pictures:
             writer.write_images(step, {"eval/predictions_and_heatmaps": np.stack(pictures)})
+
+
+def use_host_cpu_devices(count: int) -> None:
+    """Splits the host CPU into ``count`` JAX devices (no-op for ``count <= 0``).
+
+    Only possible before JAX initialises its backends; later, a warning says so and the
+    run goes on with the devices it has.
+    """
+    if count <= 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as error:
+        logging.warning("mesh.host_cpu_devices=%d not applied (%s); running on %d devices.",
+                        count, error, jax.device_count())
 
 
 def _log_devices(mesh) -> None:
@@ -260,6 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Returns the final evaluation metrics (COCO AP etc., in [0, 1]).
     """
     validate_config(config)
+    use_host_cpu_devices(config.mesh.host_cpu_devices)  # before anything touches devices
     workdir = os.path.abspath(workdir)
     # The dataset check comes first: a missing dataset must stop the run within seconds.
     task = tasks.make_task(config)

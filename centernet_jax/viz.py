@@ -21,6 +21,20 @@ def denormalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
     return np.clip(bgr[..., ::-1], 0, 255).astype(np.uint8)
 
 
+def upscale(image: np.ndarray, min_height: int = 256) -> tuple[np.ndarray, int]:
+    """Enlarges small canvases by an integer factor so labels stay legible.
+
+    Returns:
+      (uint8 image at least ``min_height`` tall, the integer factor used).
+    """
+    factor = max(1, -(-min_height // image.shape[0]))
+    if factor == 1:
+        return image, 1
+    height, width = image.shape[:2]
+    resized = Image.fromarray(image).resize((width * factor, height * factor), Image.BILINEAR)
+    return np.asarray(resized), factor
+
+
 def draw_detections(image_rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                     classes: np.ndarray, class_names: Sequence[str], threshold: float = 0.3,
                     gt_boxes: np.ndarray | None = None) -> np.ndarray:

@@ -60,7 +60,6 @@ def base_config() -> ml_collections.ConfigDict:
         max_checkpoints_to_keep=3,
         num_workers=0,  # Grain worker processes; 0 reads in the main process
         prefetch_buffer_size=4,
-        init_checkpoint=config_dict.placeholder(str),
     ))
 
     config.eval = ml_collections.ConfigDict(dict(
@@ -71,8 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
         vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval
     ))
 
-    # Device mesh: -1 takes every device not used by the other axis.
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    # Device mesh: -1 takes every device not used by the other axis. On a machine without
+    # accelerators, host_cpu_devices > 0 splits the CPU into that many JAX devices so that
+    # data parallelism keeps every core busy (small convolutions use one core poorly).
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, host_cpu_devices=0))
     return config
 
 
@@ -82,6 +83,7 @@ def coco_dataset() -> ml_collections.ConfigDict:
         data_dir=config_dict.placeholder(str),  # TFDS data dir; default $TFDS_DATA_DIR
         num_classes=80,
         max_objects=128,
+        drop_crowd=False,  # the official loader trains on crowd boxes too
         train_split="train",
         eval_split="validation",
     ))
@@ -98,6 +100,7 @@ def shapes_dataset(num_train: int, num_val: int) -> ml_collections.ConfigDict:
         num_val=num_val,
         image_size=(96, 160),  # min and max side, pixels
         objects_per_image=(1, 8),
+        object_size=(8.0, 0.8),  # min side in pixels, max fraction of the image
         train_split="train",
         eval_split="val",
     ))

@@ -37,10 +37,15 @@ def get_config(arg: str | None = None):
         config.eval.every_steps = 20000
         config.eval.batch_size = 24
     elif variant == "demo":
-        # Sized for a 2-core CPU: ~0.2 s per step, under 10 minutes end to end.
-        config.dataset = common.shapes_dataset(num_train=6400, num_val=256)
+        # Sized for a 2-core CPU: ~0.12 s per step, under 10 minutes end to end. The shapes
+        # are generated afresh for every index, so a single pass over many examples with
+        # mild jitter replaces the heavy crop/scale augmentation real datasets need.
+        config.dataset = common.shapes_dataset(num_train=57600, num_val=256)
+        config.dataset.image_size = (80, 128)  # close to the 96 px input: fast to draw
         config.input.input_hw = (96, 96)
-        config.input.border = 32
+        config.input.not_rand_crop = True
+        config.input.shift = 0.05
+        config.input.scale = 0.1
         config.input.color_aug = False  # shapes already have random colours; saves CPU
         config.model.hourglass = common.small_hourglass(
             num_stacks=1, depth=3, dims=(32, 48, 64, 96), modules=(1, 1, 1, 2),
@@ -48,8 +53,9 @@ def get_config(arg: str | None = None):
         config.model.head_conv = 32
         config.train.batch_size = 16
         config.train.learning_rate = 2e-3
-        config.train.num_epochs = 8
-        config.train.lr_drop_epochs = (7,)
+        config.train.num_epochs = 1
+        config.train.lr_drop_epochs = (0.85,)
+        config.mesh.host_cpu_devices = 2  # ~1.5x faster steps on a 2-core CPU
         config.train.log_every_steps = 100
         config.train.checkpoint_every_steps = 200
         config.eval.every_steps = 0  # only at the end

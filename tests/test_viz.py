@@ -35,3 +35,11 @@ def test_denormalize_inverts_normalisation_and_flips_to_rgb():
 def test_side_by_side_pads_heights():
     out = viz.side_by_side(np.zeros((4, 3, 3), np.uint8), np.zeros((6, 2, 3), np.uint8), gap=1)
     assert out.shape == (6, 6, 3)
+
+
+def test_upscale_by_integer_factor():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    big, factor = viz.upscale(image, min_height=5)
+    assert factor == 3 and big.shape == (6, 9, 3)
+    same, factor = viz.upscale(np.zeros((300, 4, 3), np.uint8), min_height=256)
+    assert factor == 1 and same.shape == (300, 4, 3)
