@@ -40,8 +40,7 @@ def get_config(arg: str | None = None):
         # Sized for a 2-core CPU: ~0.12 s per step, under 10 minutes end to end. The shapes
         # are generated afresh for every index, so a single pass over many examples with
         # mild jitter replaces the heavy crop/scale augmentation real datasets need.
-        config.dataset = common.shapes_dataset(num_train=57600, num_val=256)
-        config.dataset.image_size = (80, 128)  # close to the 96 px input: fast to draw
+        config.dataset = common.shapes_dataset(num_train=51200, num_val=256)
         config.input.input_hw = (96, 96)
         config.input.not_rand_crop = True
         config.input.shift = 0.05
@@ -57,7 +56,7 @@ def get_config(arg: str | None = None):
         config.train.lr_drop_epochs = (0.85,)
         config.mesh.host_cpu_devices = 2  # ~1.5x faster steps on a 2-core CPU
         config.train.log_every_steps = 100
-        config.train.checkpoint_every_steps = 200
+        config.train.checkpoint_every_steps = 400
         config.eval.every_steps = 0  # only at the end
         config.eval.batch_size = 32
     elif variant == "smoke":
