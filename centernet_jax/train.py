@@ -54,9 +54,14 @@ class TrainState:
 
 
 def output_hw(config) -> tuple[int, int]:
-    """The stride-``down_ratio`` output grid of the configured input size."""
+    """The stride-``down_ratio`` output grid of the configured training input size."""
     height, width = config.input.input_hw
     return height // config.input.down_ratio, width // config.input.down_ratio
+
+
+def eval_input_hw(config) -> tuple[int, int]:
+    """Evaluation input size: ``eval.input_hw``, or the training size when it is empty."""
+    return tuple(config.eval.input_hw) or tuple(config.input.input_hw)
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -129,11 +134,12 @@ def make_heatmap_step(model) -> Callable:
 
 def validate_config(config) -> None:
     """Fails fast, with the offending field named, on values that would fail later."""
-    height, width = config.input.input_hw
     if config.input.down_ratio != 4:
         raise ValueError(f"input.down_ratio={config.input.down_ratio}: only 4 is supported.")
-    if height % 4 or width % 4:
-        raise ValueError(f"input.input_hw={tuple(config.input.input_hw)} must be multiples of 4.")
+    for name, (height, width) in (("input.input_hw", config.input.input_hw),
+                                  ("eval.input_hw", eval_input_hw(config))):
+        if height % 4 or width % 4:
+            raise ValueError(f"{name}={(height, width)} must be multiples of 4.")
     if config.train.batch_size < 1 or config.eval.batch_size < 1:
         raise ValueError("train.batch_size and eval.batch_size must be positive.")
     if config.eval.top_k < 1:
@@ -144,10 +150,10 @@ def validate_config(config) -> None:
         raise ValueError(f"train.num_epochs={config.train.num_epochs} must be positive.")
 
 
-def _eval_transform(config, max_objects: int):
+def _eval_transform(config):
     return transforms.EvalTransform(
-        input_hw=tuple(config.input.input_hw), down_ratio=config.input.down_ratio,
-        max_objects=max_objects, mean=config.input.mean, std=config.input.std)
+        input_hw=eval_input_hw(config), down_ratio=config.input.down_ratio,
+        max_objects=config.dataset.max_objects, mean=config.input.mean, std=config.input.std)
 
 
 def _train_transform(config):
@@ -172,10 +178,11 @@ class Evaluator:
         self.config = config
         self.task = task
         self.source = source
-        self.grid_hw = output_hw(config)
+        height, width = eval_input_hw(config)
+        self.grid_hw = (height // config.input.down_ratio, width // config.input.down_ratio)
         self.mesh = mesh
         self.batch_size = sharding.check_batch_size(config.eval.batch_size, mesh)
-        self.transform = _eval_transform(config, config.dataset.max_objects)
+        self.transform = _eval_transform(config)
         ground_truth = source.coco_ground_truth()
         self.ground_truth = ground_truth
         self.category_ids = [c["id"] for c in ground_truth["categories"]]

@@ -65,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict(dict(
         every_steps=0,  # 0: evaluate only at the end of training
         batch_size=32,
+        # Evaluation input (fix_res letterbox); () uses input.input_hw. The model is fully
+        # convolutional, so it may differ from the training size.
+        input_hw=(),
         top_k=100,
         num_pictures=4,  # validation images drawn to PNG and TensorBoard
         vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval

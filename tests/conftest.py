@@ -35,17 +35,22 @@ def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.fixture
-def smoke_setup():
-    """(config, model, task, tx, init_fn) for the smoke hourglass."""
+def build_setup(config):
+    """(config, model, task, tx, init_fn) for ``config``, as train_and_evaluate builds them."""
     from centernet_jax import tasks, train
     from centernet_jax.models import detector
-    from configs import hourglass
 
-    config = hourglass.get_config("smoke")
     task = tasks.make_task(config)
     model = detector.build_model(config.model, task.heads)
     tx = train.make_optimizer(config, steps_per_epoch=4)
     init_fn = functools.partial(train.create_train_state, model=model, tx=tx,
                                 input_hw=tuple(config.input.input_hw))
     return config, model, task, tx, init_fn
+
+
+@pytest.fixture
+def smoke_setup():
+    """``build_setup`` for the smoke hourglass."""
+    from configs import hourglass
+
+    return build_setup(hourglass.get_config("smoke"))

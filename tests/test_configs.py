@@ -47,11 +47,13 @@ def _parse(*args):
 
 def test_command_line_variant_and_overrides():
     config = _parse("--config=configs/hourglass.py:smoke", "--config.train.batch_size=4",
-                    "--config.loss.radius=corrected", "--config.input.input_hw=(32,32)")
+                    "--config.loss.radius=corrected", "--config.input.input_hw=(32,32)",
+                    "--config.eval.input_hw=(64,96)")
     assert config.variant == "smoke"
     assert config.train.batch_size == 4
     assert config.loss.radius == "corrected"
     assert tuple(config.input.input_hw) == (32, 32)
+    assert tuple(config.eval.input_hw) == (64, 96)
 
 
 def test_override_typo_is_rejected():

@@ -13,6 +13,7 @@ import pytest
 
 from centernet_jax import checkpointing, train
 from configs import hourglass
+from tests.conftest import build_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,22 +43,9 @@ def test_smoke_train_and_evaluate(tmp_path):
 def _final_params(workdir, config):
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
     step = checkpointer.latest_step()
-    _, model, task, tx, init_fn = _setup(config)
-    abstract = jax.eval_shape(init_fn, jax.random.key(0))
-    state = checkpointer.restore(step, abstract)
+    init_fn = build_setup(config)[-1]
+    state = checkpointer.restore(step, jax.eval_shape(init_fn, train.init_rng(0)))
     return step, jax.device_get(state.params)
-
-
-def _setup(config):
-    import functools
-    from centernet_jax import tasks
-    from centernet_jax.models import detector
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    tx = train.make_optimizer(config, steps_per_epoch=1)
-    init_fn = functools.partial(train.create_train_state, model=model, tx=tx,
-                                input_hw=tuple(config.input.input_hw))
-    return config, model, task, tx, init_fn
 
 
 @pytest.mark.slow
