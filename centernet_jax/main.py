@@ -1,6 +1,6 @@
 r"""Command-line entry point.
 
-  python -m centernet_jax.main --config=configs/hourglass.py:demo --workdir=/tmp/demo
+  python -m centernet_jax.main --config=configs/hourglass.py:demo --workdir=runs/demo
   python -m centernet_jax.main --config=configs/hourglass.py --dry_run
 
 Everything else lives in ``centernet_jax.train.train_and_evaluate``, which notebooks can

@@ -1,9 +1,9 @@
 """CenterNet 2D detection (ctdet) with a stacked Hourglass backbone.
 
 Usage:
-  python -m centernet_jax.main --config=configs/hourglass.py --workdir=/tmp/hg
-  python -m centernet_jax.main --config=configs/hourglass.py:demo --workdir=/tmp/demo
-  python -m centernet_jax.main --config=configs/hourglass.py:smoke --workdir=/tmp/smoke \
+  python -m centernet_jax.main --config=configs/hourglass.py --workdir=runs/hg
+  python -m centernet_jax.main --config=configs/hourglass.py:demo --workdir=runs/demo
+  python -m centernet_jax.main --config=configs/hourglass.py:smoke --workdir=runs/smoke \
       --config.train.batch_size=4
 
 Variants:
