@@ -53,15 +53,25 @@ class TrainState:
     opt_state: Any
 
 
+def grid_hw(input_hw, down_ratio: int) -> tuple[int, int]:
+    """The stride-``down_ratio`` output grid of an input size."""
+    height, width = input_hw
+    return height // down_ratio, width // down_ratio
+
+
 def output_hw(config) -> tuple[int, int]:
-    """The stride-``down_ratio`` output grid of the configured training input size."""
-    height, width = config.input.input_hw
-    return height // config.input.down_ratio, width // config.input.down_ratio
+    """The output grid of the configured training input size."""
+    return grid_hw(config.input.input_hw, config.input.down_ratio)
 
 
 def eval_input_hw(config) -> tuple[int, int]:
     """Evaluation input size: ``eval.input_hw``, or the training size when it is empty."""
     return tuple(config.eval.input_hw) or tuple(config.input.input_hw)
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
+    return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
@@ -84,11 +94,11 @@ def create_train_state(rng: jax.Array, model, tx, input_hw) -> TrainState:
                       opt_state=tx.init(params))
 
 
-def make_train_step(model, task, tx, grid_hw) -> Callable:
+def make_train_step(model, task, tx, target_hw) -> Callable:
     """(state, batch) -> (state, metrics); rendered targets never leave the device."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
-        target = task.targets(batch, grid_hw)
+        target = task.targets(batch, target_hw)
 
         def loss_fn(params):
             outputs, updates = model.apply(
@@ -110,13 +120,18 @@ def make_train_step(model, task, tx, grid_hw) -> Callable:
     return train_step
 
 
+def _last_stack_outputs(model, state: TrainState, images: jax.Array) -> dict[str, jax.Array]:
+    """Raw head outputs of the stack used at test time (the last one)."""
+    outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                          images, train=False)
+    return outputs[-1]
+
+
 def make_predict_step(model, task, top_k: int) -> Callable:
     """(state, images) -> decoded detections of the last stack, output-grid pixels."""
 
     def predict_step(state: TrainState, images: jax.Array):
-        outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                              images, train=False)
-        return task.decode(outputs[-1], top_k)
+        return task.decode(_last_stack_outputs(model, state, images), top_k)
 
     return predict_step
 
@@ -125,9 +140,7 @@ def make_heatmap_step(model) -> Callable:
     """(state, images) -> centre-heatmap probabilities of the last stack, for pictures."""
 
     def heatmap_step(state: TrainState, images: jax.Array):
-        outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                              images, train=False)
-        return jax.nn.sigmoid(outputs[-1]["hm"])
+        return jax.nn.sigmoid(_last_stack_outputs(model, state, images)["hm"])
 
     return heatmap_step
 
@@ -178,15 +191,14 @@ class Evaluator:
         self.config = config
         self.task = task
         self.source = source
-        height, width = eval_input_hw(config)
-        self.grid_hw = (height // config.input.down_ratio, width // config.input.down_ratio)
+        self.grid_hw = grid_hw(eval_input_hw(config), config.input.down_ratio)
         self.mesh = mesh
         self.batch_size = sharding.check_batch_size(config.eval.batch_size, mesh)
         self.transform = _eval_transform(config)
         ground_truth = source.coco_ground_truth()
-        self.ground_truth = ground_truth
-        self.category_ids = [c["id"] for c in ground_truth["categories"]]
         self.class_names = [c["name"] for c in ground_truth["categories"]]
+        # Built once: indexing the ground truth is the slow part on large datasets.
+        self.coco = coco.CocoEvaluator(ground_truth, [c["id"] for c in ground_truth["categories"]])
         in_shardings = (state_shardings, sharding.batch_sharding(mesh))
         self.predict = jax.jit(make_predict_step(model, task, config.eval.top_k),
                                in_shardings=in_shardings)
@@ -199,7 +211,8 @@ class Evaluator:
 
     def __call__(self, state: TrainState, step: int, workdir: str | None,
                  writer=None) -> dict[str, float]:
-        evaluator = coco.CocoEvaluator(self.ground_truth, self.category_ids)
+        evaluator = self.coco
+        evaluator.reset()
         batch_sharding = sharding.batch_sharding(self.mesh)
         first = None
         num_batches = len(pipeline.eval_shard_indices(
@@ -305,7 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _log_devices(mesh)
     local_batch = sharding.check_batch_size(config.train.batch_size, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
-    grid_hw = output_hw(config)
+    train_grid_hw = output_hw(config)
 
     model = detector.build_model(config.model, task.heads)
     steps_per_epoch = max(len(train_source) // config.train.batch_size, 1)
@@ -332,13 +345,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
     else:
         state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
-    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state.params))
+    num_params = count_params(abstract_state.params)
     logging.info("Model %s: %d parameters; %d steps (%d per epoch, global batch %d).",
                  config.model.backbone, num_params, total_steps, steps_per_epoch,
                  config.train.batch_size)
 
     train_step = jax.jit(
-        make_train_step(model, task, tx, grid_hw),
+        make_train_step(model, task, tx, train_grid_hw),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=(0,))
@@ -418,7 +431,7 @@ def describe_model(config: ml_collections.ConfigDict) -> tuple[list[dict], int]:
     variables = jax.eval_shape(functools.partial(model.init, train=False),
                                jax.random.key(0), images)
     outputs = jax.eval_shape(functools.partial(model.apply, train=False), variables, images)
-    num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
+    num_params = count_params(variables["params"])
     shapes = [{name: tuple(out.shape) for name, out in stack.items()} for stack in outputs]
     return shapes, num_params
 

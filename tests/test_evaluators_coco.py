@@ -70,3 +70,13 @@ def test_missing_image_counts_as_miss():
 
 def test_no_detections_gives_zero():
     assert coco.CocoEvaluator(_ground_truth(), [3, 7]).compute()["AP"] == 0.0
+
+
+def test_reset_reuses_the_ground_truth_index():
+    evaluator = coco.CocoEvaluator(_ground_truth(), category_ids=[3, 7])
+    evaluator.add(np.array([1, 2]), *_detections(shift=3.0))
+    shifted = evaluator.compute()["AP"]
+    evaluator.reset()
+    assert evaluator.results == []
+    evaluator.add(np.array([1, 2]), *_detections())  # no "evaluated twice" after reset
+    assert evaluator.compute()["AP"] == pytest.approx(1.0) and shifted < 0.9

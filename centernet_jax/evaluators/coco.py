@@ -29,11 +29,20 @@ class CocoEvaluator:
 
     def __init__(self, ground_truth: dict, category_ids: Sequence[int],
                  round_decimals: int | None = 2):
-        self._gt = copy.deepcopy(ground_truth)
-        self._gt.setdefault("info", {})
-        self._gt.setdefault("licenses", [])
+        gt = copy.deepcopy(ground_truth)
+        gt.setdefault("info", {})
+        gt.setdefault("licenses", [])
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self._coco_gt = COCO()
+            self._coco_gt.dataset = gt
+            self._coco_gt.createIndex()
+        self._image_ids = set(self._coco_gt.getImgIds())
         self._category_ids = np.asarray(category_ids, np.int64)
         self._round = round_decimals
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the detections added so far; the ground-truth index is kept."""
         self._results: list[dict] = []
         self._seen_images: set[int] = set()
         self.last_summary = ""
@@ -75,7 +84,7 @@ class CocoEvaluator:
         Returns AP/AR metrics in [0, 1]; -1 where the ground truth has no object of that
         size range (pycocotools' convention).
         """
-        expected = {im["id"] for im in self._gt["images"]}
+        expected = self._image_ids
         missing = expected - self._seen_images
         if missing:
             logging.warning("COCO evaluation: %d of %d ground-truth images got no "
@@ -85,11 +94,8 @@ class CocoEvaluator:
             return {name: 0.0 for name in METRIC_NAMES}
         log = io.StringIO()
         with contextlib.redirect_stdout(log):  # pycocotools prints; keep it for the log
-            coco_gt = COCO()
-            coco_gt.dataset = self._gt
-            coco_gt.createIndex()
-            coco_dt = coco_gt.loadRes(copy.deepcopy(self._results))
-            coco_eval = COCOeval(coco_gt, coco_dt, iouType="bbox")
+            coco_dt = self._coco_gt.loadRes(copy.deepcopy(self._results))
+            coco_eval = COCOeval(self._coco_gt, coco_dt, iouType="bbox")
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
