@@ -45,7 +45,7 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
     # Imported here so that --help and flag errors stay fast.
-    from centernet_jax import train  # pylint: disable=g-import-not-at-top
+    from centernet_jax import convert, train  # pylint: disable=g-import-not-at-top
 
     if FLAGS.dry_run:
         shapes, num_params = train.describe_model(config)
@@ -60,7 +60,7 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     try:
         metrics = train.train_and_evaluate(config, FLAGS.workdir)
-    except sources.DatasetNotFoundError as error:
+    except (sources.DatasetNotFoundError, convert.ConversionError, FileNotFoundError) as error:
         logging.error("%s", error)
         sys.exit(f"error: {error}")
     print("COCO bbox: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in

@@ -26,7 +26,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from centernet_jax import checkpointing, sharding, tasks, viz
+from centernet_jax import checkpointing, convert, sharding, tasks, viz
 from centernet_jax.data import pipeline, sources, transforms
 from centernet_jax.evaluators import coco
 from centernet_jax.models import detector
@@ -161,6 +161,12 @@ def validate_config(config) -> None:
         raise ValueError(f"dataset.max_objects={config.dataset.max_objects} must be positive.")
     if config.train.num_epochs <= 0:
         raise ValueError(f"train.num_epochs={config.train.num_epochs} must be positive.")
+    init_dir = config.init.checkpoint
+    if init_dir and not os.path.exists(os.path.join(init_dir, convert.CONVERSION_FILE)):
+        raise FileNotFoundError(
+            f"init.checkpoint={init_dir!r} is not a converted checkpoint (no "
+            f"{convert.CONVERSION_FILE}); make one with `python -m centernet_jax.convert "
+            "--input=MODEL.pth --output=DIR`.")
 
 
 def _eval_transform(config):
@@ -345,6 +351,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
     else:
         state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+        if config.init.checkpoint:
+            params, batch_stats, counts = convert.init_from_pretrained(
+                state.params, state.batch_stats, config.init.checkpoint,
+                tuple(config.init.exclude))
+            # Adam's state is zeros whatever the parameter values: keep the sharded one.
+            state = state.replace(params=params, batch_stats=batch_stats)
+            logging.info("Initialised %d tensors from %s (%d left at fresh init).",
+                         counts["loaded"], config.init.checkpoint, counts["fresh"])
     num_params = count_params(abstract_state.params)
     logging.info("Model %s: %d parameters; %d steps (%d per epoch, global batch %d).",
                  config.model.backbone, num_params, total_steps, steps_per_epoch,

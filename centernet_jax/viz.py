@@ -58,7 +58,12 @@ def draw_detections(image_rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray
         if scores[i] < threshold:
             break
         c = int(classes[i])
-        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        box = np.asarray(boxes[i], np.float64)
+        if not np.all(np.isfinite(box)):
+            continue
+        # Negative size predictions (an untrained model) give inverted boxes: draw them anyway.
+        x1, x2 = sorted((box[0], box[2]))
+        y1, y2 = sorted((box[1], box[3]))
         draw.rectangle([x1, y1, x2, y2], outline=colors[c], width=2)
         label = f"{class_names[c]} {scores[i]:.2f}"
         text_w = 6 * len(label)

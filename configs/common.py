@@ -40,6 +40,12 @@ def base_config() -> ml_collections.ConfigDict:
         dtype="float32",  # computation dtype; parameters stay float32
     ))
 
+    # Initialisation from a checkpoint made by `python -m centernet_jax.convert` (an official
+    # CenterNet model, or an ImageNet backbone as the official recipes start from). Flax
+    # paths matching an `exclude` regex keep their fresh init, e.g. the class heatmap
+    # r"heads_\d+/hm/conv1x1" when fine-tuning on another number of classes.
+    config.init = ml_collections.ConfigDict(dict(checkpoint="", exclude=()))
+
     config.loss = ml_collections.ConfigDict(dict(
         hm_weight=1.0,
         wh_weight=0.1,

@@ -4,7 +4,6 @@ The full Hourglass-104 is only ever traced abstractly (jax.eval_shape); numerics
 checked on a tiny hourglass against an independent float64 NumPy forward.
 """
 
-import gzip
 import json
 import math
 import pathlib
@@ -15,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from centernet_jax.models.detector import CenterNet, hourglass_key_to_flax
+from centernet_jax.convert import official_key_to_flax
+from centernet_jax.models.detector import CenterNet
 from centernet_jax.models.hourglass import HOURGLASS_104, Hourglass
 from centernet_jax.models.layers import upsample_nearest_2x
 
@@ -27,8 +27,8 @@ TINY = dict(num_stacks=2, depth=2, dims=(8, 12, 16), modules=(1, 2, 3), pre_widt
 
 
 def _official_keys():
-    with gzip.open(FIXTURES / "ctdet_hourglass_keys.json.gz", "rt") as f:
-        return json.load(f)["keys"]
+    with open(FIXTURES / "parity" / "ctdet_hourglass.keys.json") as f:
+        return [(name, shape) for name, shape, _ in json.load(f)]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_official_keys_map_one_to_one_onto_flax_tree(hg104_abstract_variables):
     }
     mapped = set()
     for name, shape in _official_keys():
-        collection, path = hourglass_key_to_flax(name, ndim=len(shape))
+        collection, path = official_key_to_flax(name, ndim=len(shape))
         target = (collection, *path)
         assert target in flat, f"{name} -> {target} missing"
         expected = tuple(shape[2:] + shape[1:2] + shape[:1]) if len(shape) == 4 else tuple(shape)
@@ -73,17 +73,17 @@ def test_official_keys_map_one_to_one_onto_flax_tree(hg104_abstract_variables):
 
 
 def test_key_mapping_examples():
-    assert hourglass_key_to_flax("kps.0.low2.low2.low2.low2.low2.3.bn2.bias", 1) == (
+    assert official_key_to_flax("kps.0.low2.low2.low2.low2.low2.3.bn2.bias", 1) == (
         "params", ("backbone", "kps_0", "low2", "low2", "low2", "low2", "low2_3", "bn2", "bias"))
-    assert hourglass_key_to_flax("module.pre.1.skip.0.weight", 4) == (
+    assert official_key_to_flax("module.pre.1.skip.0.weight", 4) == (
         "params", ("backbone", "pre_1", "skip_0", "kernel"))
-    assert hourglass_key_to_flax("inters_.0.1.running_var", 1) == (
+    assert official_key_to_flax("inters_.0.1.running_var", 1) == (
         "batch_stats", ("backbone", "inters__0_1", "var"))
-    assert hourglass_key_to_flax("hm_hp.1.1.weight", 4) == (
+    assert official_key_to_flax("hm_hp.1.1.weight", 4) == (
         "params", ("heads_1", "hm_hp", "conv1x1", "kernel"))
-    assert hourglass_key_to_flax("cnvs.1.bn.num_batches_tracked", 0) is None
+    assert official_key_to_flax("cnvs.1.bn.num_batches_tracked", 0) is None
     with pytest.raises(ValueError, match="unrecognised"):
-        hourglass_key_to_flax("fc.weight", 2)
+        official_key_to_flax("fc.weight", 2)
 
 
 # ----------------------------------------------------------------------------- NumPy reference

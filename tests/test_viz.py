@@ -16,6 +16,14 @@ def test_draw_detections_marks_only_confident_boxes():
     assert not out[30, 40].any() and not out[20, 50].any()  # the weak box is not drawn
 
 
+def test_draw_detections_tolerates_inverted_and_non_finite_boxes():
+    image = np.zeros((40, 60, 3), np.uint8)
+    boxes = np.array([[20, 20, 5, 5], [np.nan, 1, 2, 3]], np.float32)  # untrained-model output
+    out = viz.draw_detections(image, boxes, np.array([0.9, 0.8]), np.array([0, 1]),
+                              ["a", "b"], threshold=0.3)
+    assert np.all(out[20, 10] == np.array(viz.class_colors(2)[0]))
+
+
 def test_heatmap_overlay_colours_hot_cells():
     image = np.full((16, 16, 3), 100, np.uint8)
     heatmap = np.zeros((4, 4, 2), np.float32)

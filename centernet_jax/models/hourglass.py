@@ -31,7 +31,7 @@ HWIO), BN `weight`/`bias` -> `scale`/`bias` in `params` and `running_mean`/`runn
 
 The recursion modules are named `low2` as in the official code; at the innermost level
 the residuals `low2_0 ... low2_{m-1}` sit next to `up1_*`, `low1_*`, `low3_*`. Inside
-`CenterNet` these paths sit under `backbone/` (see `detector.hourglass_key_to_flax`).
+`CenterNet` these paths sit under `backbone/` (see `convert.official_key_to_flax`).
 """
 
 from __future__ import annotations
