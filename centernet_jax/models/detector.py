@@ -7,19 +7,19 @@ Parameter tree of `CenterNet(backbone=..., heads=...)`:
   batch_stats/backbone/...     BatchNorm running statistics
 
 Single-stack backbones (ResNet, DLA) return a one-element list and get only `heads_0`.
-`hourglass_key_to_flax` maps official large-hourglass state-dict keys onto this tree.
+`convert.official_key_to_flax` maps official state-dict keys onto this tree.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from centernet_jax.models import dla, resnet
 from centernet_jax.models.heads import HM_BIAS, Heads, validate_heads
 from centernet_jax.models.hourglass import HOURGLASS_104, Hourglass
 from centernet_jax.models.layers import DType, parse_dtype
@@ -135,6 +135,10 @@ register_backbone(
     default_head_conv=lambda model_config: int(_hourglass_config(model_config)["cnv_dim"]),
 )
 
+# Official head widths: 64 for every ResNet (with or without DCN), 256 for DLA.
+register_backbone("resnet", resnet.build, default_head_conv=64)
+register_backbone("dla", dla.build, default_head_conv=256)
+
 
 def build_model(model_config: Any, heads: Mapping[str, int]) -> CenterNet:
     """Builds a `CenterNet` from an ml_collections ConfigDict (or any mapping-like config).
@@ -160,49 +164,3 @@ def build_model(model_config: Any, heads: Mapping[str, int]) -> CenterNet:
         hm_bias=HM_BIAS if hm_bias is None else float(hm_bias),
         dtype=dtype,
     )
-
-
-# ----------------------------------------------------------------------------- key mapping
-
-_HOURGLASS_BACKBONE_ROOTS = ("pre", "kps", "cnvs", "inters", "inters_", "cnvs_")
-_HOURGLASS_HEAD_KEY = re.compile(
-    r"^(?P<head>\w+?)\.(?P<stack>\d+)\.(?P<layer>0\.conv|1)\.(?P<leaf>weight|bias)$"
-)
-_BN_LEAVES = {"running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
-
-
-def hourglass_key_to_flax(key: str, ndim: int) -> tuple[str, tuple[str, ...]] | None:
-    """Maps an official large-hourglass CenterNet state-dict key to (collection, path).
-
-    `ndim` is the torch tensor's rank (4: conv weight -> `kernel`, transpose OIHW->HWIO;
-    1: BN weight -> `scale`). Returns None for `num_batches_tracked`. A `module.` prefix
-    is stripped. Backbone keys: every `.<i>` becomes `_<i>`, then dots become path
-    separators, under `backbone`; head keys `<head>.<s>.0.conv.*` / `<head>.<s>.1.*` go to
-    `heads_<s>/<head>/conv3x3` / `conv1x1`.
-
-      kps.0.up1.0.conv1.weight  -> ('params', ('backbone', 'kps_0', 'up1_0', 'conv1', 'kernel'))
-      inters_.0.1.running_mean  -> ('batch_stats', ('backbone', 'inters__0_1', 'mean'))
-      hm.1.0.conv.bias          -> ('params', ('heads_1', 'hm', 'conv3x3', 'bias'))
-    """
-    key = key.removeprefix("module.")
-    *parents, leaf = key.split(".")
-    if leaf == "num_batches_tracked":
-        return None
-    root = parents[0] if parents else ""
-    if root not in _HOURGLASS_BACKBONE_ROOTS:
-        match = _HOURGLASS_HEAD_KEY.match(key)
-        if match is None:
-            raise ValueError(f"unrecognised hourglass key {key!r}")
-        conv = "conv3x3" if match["layer"] == "0.conv" else "conv1x1"
-        leaf = "kernel" if match["leaf"] == "weight" else "bias"
-        return "params", (f"heads_{match['stack']}", match["head"], conv, leaf)
-    path = re.sub(r"\.(\d+)", r"_\1", ".".join(parents)).split(".")
-    if leaf in _BN_LEAVES:
-        collection, name = _BN_LEAVES[leaf]
-    elif leaf == "weight":
-        collection, name = "params", ("kernel" if ndim == 4 else "scale")
-    elif leaf == "bias":
-        collection, name = "params", "bias"
-    else:
-        raise ValueError(f"unrecognised hourglass key {key!r}")
-    return collection, ("backbone", *path, name)
