@@ -4,6 +4,7 @@ Numerical parity of converted official models is in test_parity.py.
 """
 
 import ast
+import functools
 import json
 import os
 import subprocess
@@ -194,7 +195,9 @@ def test_save_and_load_round_trip(converted_smoke):
 def _fresh_state(config):
     model = detector.build_model(config.model, tasks.make_task(config).heads)
     tx = train.make_optimizer(config, steps_per_epoch=4)
-    return train.create_train_state(jax.random.key(0), model, tx, tuple(config.input.input_hw))
+    init = functools.partial(train.create_train_state, model=model, tx=tx,
+                             input_hw=tuple(config.input.input_hw))
+    return jax.jit(init)(jax.random.key(0))
 
 
 def test_init_from_pretrained_loads_everything_and_keeps_dtypes(converted_smoke):
