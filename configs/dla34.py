@@ -54,7 +54,7 @@ def get_config(arg: str | None = None):
         # The hourglass demo's recipe (one pass over freshly generated shapes with mild
         # jitter), on smaller images: the stride-1 DLA stem and the deformable convolutions
         # make a DLA step ~2.5x as costly as a hourglass step of the same size on CPU.
-        config.dataset = common.shapes_dataset(num_train=28800, num_val=256)
+        config.dataset = common.shapes_dataset(num_train=24000, num_val=256)
         config.dataset.image_size = (64, 96)
         config.dataset.objects_per_image = (1, 6)
         config.input.input_hw = (64, 64)
@@ -65,8 +65,8 @@ def get_config(arg: str | None = None):
         config.model.dla = small_dla(levels=(1, 1, 1, 2, 2, 1),
                                      channels=(8, 16, 24, 32, 48, 64))
         config.model.head_conv = 24
-        config.train.batch_size = 8
-        config.train.learning_rate = 1.5e-3
+        config.train.batch_size = 16
+        config.train.learning_rate = 4e-3
         config.train.num_epochs = 1
         config.train.lr_drop_epochs = (0.85,)
         config.mesh.host_cpu_devices = 0

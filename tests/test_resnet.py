@@ -346,7 +346,8 @@ def test_smoke_config_trains_one_step():
 
 
 @pytest.mark.parametrize("module, variant", [
-    (resnet18, None), (resnet18, "coco_nodcn"), (resnet18, "demo"), (resnet18, "smoke"),
+    (resnet18, None), (resnet18, "coco_nodcn"), (resnet18, "demo"), (resnet18, "demo_nodcn"),
+    (resnet18, "smoke"),
     (resnet101, None), (resnet101, "smoke")])
 def test_config_variants_build_a_stride_4_model(module, variant):
     config = module.get_config(variant)
@@ -355,7 +356,7 @@ def test_config_variants_build_a_stride_4_model(module, variant):
                                                 "reg": 2})
     hw = tuple(config.input.input_hw)
     assert hw[0] % 32 == 0 and hw[1] % 32 == 0
-    if variant in ("demo", "smoke"):  # full-size models are checked above
+    if variant in ("demo", "demo_nodcn", "smoke"):  # full-size models are checked above
         variables = _abstract_variables(model, hw)
         outputs = jax.eval_shape(
             lambda v: model.apply(v, jnp.zeros((1, *hw, 3)), train=False), variables)
@@ -378,5 +379,5 @@ def test_coco_configs_are_the_official_recipes():
 
 
 def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="coco, coco_nodcn, demo, smoke"):
+    with pytest.raises(ValueError, match="coco, coco_nodcn, demo, demo_nodcn, smoke"):
         resnet18.get_config("demoo")
