@@ -14,6 +14,7 @@ Variants:
   smoke       a tiny Bottleneck ResNet-101 (full depth, 4-wide stem) and a few steps.
 """
 
+from configs import common
 from configs import resnet18
 
 
@@ -21,7 +22,8 @@ def get_config(arg: str | None = None):
     variant = arg or "coco"
     if variant in ("coco", "coco_nodcn"):
         config = resnet18.resnet_base_config()
-        resnet18.coco_recipe(config, batch_size=96, learning_rate=3.75e-4)
+        common.coco_recipe(config, **resnet18.RESNET_COCO_SCHEDULE, batch_size=96,
+                           learning_rate=3.75e-4)
         config.model.resnet = resnet18.resnet(depth=101, deformable=variant == "coco")
     elif variant == "smoke":
         # The ResNet-18 smoke run with every layer of ResNet-101 at a quarter-size width.
