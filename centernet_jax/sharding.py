@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp")
@@ -101,3 +102,18 @@ def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_tree, shardings)
+
+
+def use_host_cpu_devices(count: int) -> None:
+    """Splits the host CPU into ``count`` JAX devices (no-op for ``count <= 0``).
+
+    Only possible before JAX initialises its backends; later, a warning says so and the
+    run goes on with the devices it has.
+    """
+    if count <= 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError as error:
+        logging.warning("mesh.host_cpu_devices=%d not applied (%s); running on %d devices.",
+                        count, error, jax.device_count())

@@ -77,6 +77,16 @@ def base_config() -> ml_collections.ConfigDict:
         top_k=100,
         num_pictures=4,  # validation images drawn to PNG and TensorBoard
         vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval
+        # Test mode (spec §5.4-5.5): "plain", "flip" or "multiscale" (test_scales, with
+        # flip when multiscale_flip, merged per class by Gaussian soft-NMS).
+        test_mode="plain",
+        test_scales=(0.5, 0.75, 1.0, 1.25, 1.5),
+        multiscale_flip=True,
+        nms=False,  # soft-NMS at a single scale too (the official --nms)
+        # "official" keeps the boxes soft-NMS discards as stale duplicate rows, as the
+        # official merge does; "corrected" drops them.
+        soft_nms="official",
+        max_per_image=100,  # after merging: keep scores >= the 100th best (ties kept)
     ))
 
     # Device mesh: -1 takes every device not used by the other axis. On a machine without

@@ -37,13 +37,13 @@ def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
 
 def build_setup(config):
     """(config, model, task, tx, init_fn) for ``config``, as train_and_evaluate builds them."""
-    from centernet_jax import tasks, train
+    from centernet_jax import tasks, train_state
     from centernet_jax.models import detector
 
     task = tasks.make_task(config)
     model = detector.build_model(config.model, task.heads)
-    tx = train.make_optimizer(config, steps_per_epoch=4)
-    init_fn = functools.partial(train.create_train_state, model=model, tx=tx,
+    tx = train_state.make_optimizer(config, steps_per_epoch=4)
+    init_fn = functools.partial(train_state.create_train_state, model=model, tx=tx,
                                 input_hw=tuple(config.input.input_hw))
     return config, model, task, tx, init_fn
 
@@ -54,3 +54,21 @@ def smoke_setup():
     from configs import hourglass
 
     return build_setup(hourglass.get_config("smoke"))
+
+
+@pytest.fixture(scope="session")
+def trained_smoke(tmp_path_factory):
+    """(config, workdir) of a smoke hourglass trained 8 steps, checkpoint at step 8.
+
+    Shared by the inference, evaluation, prediction and export tests: treat as read-only.
+    """
+    from centernet_jax import train
+    from configs import hourglass
+
+    config = hourglass.get_config("smoke")
+    config.train.num_epochs = 1  # 64 images / batch 8 = 8 steps
+    config.eval.every_steps = 0
+    config.eval.num_pictures = 0
+    workdir = str(tmp_path_factory.mktemp("trained_smoke"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir

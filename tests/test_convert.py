@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from centernet_jax import convert, tasks, torch_checkpoint, train
+from centernet_jax import config_checks, convert, tasks, torch_checkpoint, train, train_state
 from centernet_jax.models import detector
 from configs import hourglass
 
@@ -194,8 +194,8 @@ def test_save_and_load_round_trip(converted_smoke):
 
 def _fresh_state(config):
     model = detector.build_model(config.model, tasks.make_task(config).heads)
-    tx = train.make_optimizer(config, steps_per_epoch=4)
-    init = functools.partial(train.create_train_state, model=model, tx=tx,
+    tx = train_state.make_optimizer(config, steps_per_epoch=4)
+    init = functools.partial(train_state.create_train_state, model=model, tx=tx,
                              input_hw=tuple(config.input.input_hw))
     return jax.jit(init)(jax.random.key(0))
 
@@ -252,7 +252,7 @@ def test_init_checkpoint_that_is_not_converted_fails_fast(tmp_path):
     config = hourglass.get_config("smoke")
     config.init.checkpoint = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="centernet_jax.convert"):
-        train.validate_config(config)
+        config_checks.validate_config(config)
 
 
 def _run_cli(*args):

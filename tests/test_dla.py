@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from centernet_jax import train
+from centernet_jax import inference, train, train_state
 from centernet_jax.models import detector, dla
 from configs import dla34
 from tests.conftest import build_setup, random_batch
@@ -207,7 +207,7 @@ def test_config_variants_build(variant):
     config = dla34.get_config(variant)
     assert config.variant == (variant or "coco")
     assert config.model.backbone == "dla"
-    for hw in (config.input.input_hw, train.eval_input_hw(config)):
+    for hw in (config.input.input_hw, inference.eval_input_hw(config)):
         assert hw[0] % 32 == 0 and hw[1] % 32 == 0
     dla.dla_config(config.model)  # no unknown fields
 
@@ -229,7 +229,7 @@ def test_unknown_variant_is_a_clear_error():
 
 def test_smoke_config_train_step_is_finite():
     config, model, task, tx, init_fn = build_setup(dla34.get_config("smoke"))
-    state = init_fn(train.init_rng(0))
+    state = init_fn(train_state.init_rng(0))
     step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)))
     batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
     new_state, metrics = step(state, batch)

@@ -330,10 +330,10 @@ def test_train_mode_updates_batch_stats(deformable):
 
 
 def test_smoke_config_trains_one_step():
-    from centernet_jax import train
+    from centernet_jax import train, train_state
 
     config, model, task, tx, init_fn = build_setup(resnet18.get_config("smoke"))
-    state = jax.jit(init_fn)(train.init_rng(0))
+    state = jax.jit(init_fn)(train_state.init_rng(0))
     step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)))
     new_state, metrics = step(state, random_batch(config))
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from centernet_jax import sharding, train
+from centernet_jax import sharding, train, train_state
 from tests.conftest import random_batch
 
 
 def _run_steps(mesh, setup, batches, min_fsdp_size):
     config, model, task, tx, init_fn = setup
-    abstract = jax.eval_shape(init_fn, train.init_rng(0))
+    abstract = jax.eval_shape(init_fn, train_state.init_rng(0))
     state_sh = sharding.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size)
     batch_sh = sharding.batch_sharding(mesh)
-    state = jax.jit(init_fn, out_shardings=state_sh)(train.init_rng(0))
+    state = jax.jit(init_fn, out_shardings=state_sh)(train_state.init_rng(0))
     step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)),
                    in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from centernet_jax import checkpointing, train
+from centernet_jax import checkpointing, train, train_state
 from configs import hourglass
 from tests.conftest import build_setup
 
@@ -44,7 +44,7 @@ def _final_params(workdir, config):
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
     step = checkpointer.latest_step()
     init_fn = build_setup(config)[-1]
-    state = checkpointer.restore(step, jax.eval_shape(init_fn, train.init_rng(0)))
+    state = checkpointer.restore(step, jax.eval_shape(init_fn, train_state.init_rng(0)))
     return step, jax.device_get(state.params)
 
 

@@ -181,6 +181,26 @@ def test_eval_fix_res_hand_worked_and_round_trip():
     assert np.all(image[:31] == 0) and np.all(image[97:] == 0) and image[40:90].mean() > 0.2
 
 
+def test_eval_test_scale_hand_worked():
+    """Multi-scale test: at scale 2 the window is half as wide, so objects appear twice as
+    large on the same canvas, and boxes still map back to the original pixels."""
+    boxes = np.array([[90, 40, 110, 60]], dtype=np.float32)  # 20 px wide, centred
+    zoomed = EvalTransform(input_hw=(128, 128), max_objects=2, test_scale=2.0)
+    out = zoomed.map(_element(100, 200, boxes))
+    np.testing.assert_array_equal(out["center"], [100, 50])
+    np.testing.assert_array_equal(out["scale"], [100, 100])  # max(h, w) / 2
+    # Output grid 32 px over a 100 px window: 0.32 grid px per image px around the centre.
+    np.testing.assert_allclose(out["boxes"][0], [16 - 3.2, 16 - 3.2, 16 + 3.2, 16 + 3.2],
+                               atol=1e-4)
+    back = affine.boxes_to_image(out["boxes"][None, :1], out["center"][None],
+                                 out["scale"][None], (32, 32))
+    np.testing.assert_allclose(back[0], boxes, atol=1e-4)
+    halved = EvalTransform(input_hw=(128, 128), max_objects=2, test_scale=0.5)
+    np.testing.assert_array_equal(halved.map(_element(100, 200, boxes))["scale"], [400, 400])
+    with pytest.raises(ValueError, match="test_scale"):
+        EvalTransform(input_hw=(128, 128), test_scale=0.0)
+
+
 def _reference_color_aug(image, seed):
     """Slow float64 reference of the CornerNet colour augmentation, replaying the draws."""
     replay = np.random.default_rng(seed)

@@ -221,22 +221,32 @@ class EvalTransform(_WarpConfig, grain.transforms.Map):
     detections back. (`keep_res`, which pads instead of resizing and so changes the input size
     per image, would be a second `resize_mode`; it is not implemented.)
 
+    `test_scale` is the multi-scale test's image scale (spec §5.5): officially the image is
+    resized by it and letterboxed with s = max(h, w) of the original, i.e. the window on the
+    original image is max(h, w) / test_scale wide. It is warped here in one step (the
+    official code resizes first, then warps), and `center`/`scale` describe that window, so
+    detections map straight back to original pixels.
+
     Output: `image` float32 [H, W, 3]; `center` float32 [2]; `scale` float32 [2] (s, s);
     `image_id` int64 []; `image_hw` int32 [2] (original size); `boxes` float32 [M, 4] in
     output-grid pixels; `classes` int32 [M]; `mask` bool [M]; `num_dropped` int32 [].
     """
 
     resize_mode: str = "fix_res"
+    test_scale: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.test_scale > 0:
+            raise ValueError(f"test_scale must be positive, got {self.test_scale!r}.")
         if self.resize_mode != "fix_res":
             raise ValueError(f"resize_mode must be 'fix_res' (only mode implemented), "
                              f"got {self.resize_mode!r}.")
 
     def window(self, height: int, width: int) -> tuple[np.ndarray, float]:
         """(center float32 [2], scale) of the source window for an image of this size."""
-        return np.array([width / 2.0, height / 2.0], dtype=np.float32), max(height, width) * 1.0
+        return (np.array([width / 2.0, height / 2.0], dtype=np.float32),
+                max(height, width) / float(self.test_scale))
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         image, boxes, classes = _check_element(element)

@@ -76,10 +76,26 @@ class CtdetTask:
                  + self.off_weight * parts["off_loss"])
         return total, parts
 
-    def decode(self, outputs: Outputs, k: int) -> dict[str, jax.Array]:
-        """Top-``k`` detections of one stack's raw outputs, in output-grid pixels."""
+    def decode(self, outputs: Outputs, k: int,
+               mirrored: Outputs | None = None) -> dict[str, jax.Array]:
+        """Top-``k`` detections of one stack's raw outputs, in output-grid pixels.
+
+        Args:
+          outputs: raw head outputs, each [B, h, w, channels].
+          k: detections per image.
+          mirrored: the outputs for the width-mirrored images (flip test, spec §5.4): the
+            heatmap (after the sigmoid) and the sizes are averaged with these mirrored
+            back, without negating anything; the offsets come from ``outputs`` alone.
+        Returns:
+          ``ctdet_decode``'s dict: boxes [B, k, 4], scores [B, k], classes [B, k], ...
+        """
         heatmap = jax.nn.sigmoid(outputs["hm"].astype(jnp.float32))
-        return decode.ctdet_decode(heatmap, outputs["wh"], outputs["reg"], k=k)
+        size = outputs["wh"].astype(jnp.float32)
+        if mirrored is not None:
+            heatmap = 0.5 * (heatmap + jax.nn.sigmoid(
+                mirrored["hm"].astype(jnp.float32))[:, :, ::-1])
+            size = 0.5 * (size + mirrored["wh"].astype(jnp.float32)[:, :, ::-1])
+        return decode.ctdet_decode(heatmap, size, outputs["reg"].astype(jnp.float32), k=k)
 
     def to_image_detections(self, detections: dict[str, np.ndarray], batch: dict[str, Any],
                             output_hw: tuple[int, int]) -> dict[str, np.ndarray]:

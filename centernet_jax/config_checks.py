@@ -1,0 +1,43 @@
+"""Start-up checks of a config: a bad value fails in seconds, naming its field."""
+
+from __future__ import annotations
+
+import os
+
+from centernet_jax import convert, inference
+
+TEST_MODES = ("plain", "flip", "multiscale")
+SOFT_NMS_VARIANTS = ("official", "corrected")
+
+
+def validate_config(config) -> None:
+    """Fails fast, with the offending field named, on values that would fail later."""
+    if config.input.down_ratio != 4:
+        raise ValueError(f"input.down_ratio={config.input.down_ratio}: only 4 is supported.")
+    for name, (height, width) in (("input.input_hw", config.input.input_hw),
+                                  ("eval.input_hw", inference.eval_input_hw(config))):
+        if height % 4 or width % 4:
+            raise ValueError(f"{name}={(height, width)} must be multiples of 4.")
+    if config.train.batch_size < 1 or config.eval.batch_size < 1:
+        raise ValueError("train.batch_size and eval.batch_size must be positive.")
+    if config.eval.top_k < 1:
+        raise ValueError(f"eval.top_k={config.eval.top_k} must be positive.")
+    if config.dataset.max_objects < 1:
+        raise ValueError(f"dataset.max_objects={config.dataset.max_objects} must be positive.")
+    if config.train.num_epochs <= 0:
+        raise ValueError(f"train.num_epochs={config.train.num_epochs} must be positive.")
+    if config.eval.test_mode not in TEST_MODES:
+        raise ValueError(f"eval.test_mode={config.eval.test_mode!r}; use one of {TEST_MODES}.")
+    if not config.eval.test_scales or min(config.eval.test_scales) <= 0:
+        raise ValueError(f"eval.test_scales={tuple(config.eval.test_scales)} must be positive.")
+    if config.eval.soft_nms not in SOFT_NMS_VARIANTS:
+        raise ValueError(f"eval.soft_nms={config.eval.soft_nms!r}; use one of "
+                         f"{SOFT_NMS_VARIANTS}.")
+    if config.eval.max_per_image < 1:
+        raise ValueError(f"eval.max_per_image={config.eval.max_per_image} must be positive.")
+    init_dir = config.init.checkpoint
+    if init_dir and not os.path.exists(os.path.join(init_dir, convert.CONVERSION_FILE)):
+        raise FileNotFoundError(
+            f"init.checkpoint={init_dir!r} is not a converted checkpoint (no "
+            f"{convert.CONVERSION_FILE}); make one with `python -m centernet_jax.convert "
+            "--input=MODEL.pth --output=DIR`.")

@@ -1,0 +1,250 @@
+r"""COCO evaluation with the paper's three test modes, during training and on its own.
+
+  python -m centernet_jax.evaluate --config=configs/hourglass.py:demo --workdir=runs/demo \
+      --mode=flip [--checkpoint=best|latest|STEP|CONVERTED_DIR]
+
+Modes (spec §5.4, §5.5):
+  plain       one forward pass at the evaluation size.
+  flip        the batch and its mirror image in one pass; heatmaps and sizes averaged.
+  multiscale  the image at each of ``eval.test_scales`` (with flip when
+              ``eval.multiscale_flip``); per class, the scales' boxes are merged with
+              Gaussian soft-NMS, then cut to ``eval.max_per_image``.
+
+``eval.soft_nms`` chooses the official soft-NMS, whose discarded boxes stay in the results
+as stale duplicate rows, or the corrected one that drops them. Results (COCO JSON) and
+metrics go to the workdir and to TensorBoard under ``eval_<mode>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from centernet_jax import config_checks, inference, sharding, soft_nms, tasks, viz
+from centernet_jax.data import pipeline, sources
+from centernet_jax.evaluators import coco
+from centernet_jax.models import detector
+
+TEST_MODES = config_checks.TEST_MODES
+# Fields of an eval batch that map detections back to the original image.
+_META_FIELDS = ("image_id", "center", "scale", "valid")
+
+
+class Evaluator:
+    """Runs a test mode over a finite eval stream and scores it with COCOeval.
+
+    Built once per run (the jitted predictor and the indexed ground truth are reused);
+    called with the model variables to evaluate.
+    """
+
+    def __init__(self, config, task, model, mesh, source, variable_shardings,
+                 test_mode: str | None = None):
+        self.config = config
+        self.task = task
+        self.source = source
+        self.mesh = mesh
+        self.test_mode = test_mode or config.eval.test_mode
+        if self.test_mode not in TEST_MODES:
+            raise ValueError(f"test_mode={self.test_mode!r}; use one of {TEST_MODES}.")
+        multiscale = self.test_mode == "multiscale"
+        self.scales = tuple(float(s) for s in config.eval.test_scales) if multiscale else (1.0,)
+        # Official: soft-NMS merges the scales; at one scale it runs only with --nms.
+        self.merge = multiscale or config.eval.nms
+        flip = self.test_mode == "flip" or (multiscale and config.eval.multiscale_flip)
+        self.grid_hw = inference.grid_hw(inference.eval_input_hw(config),
+                                         config.input.down_ratio)
+        self.batch_size = sharding.check_batch_size(config.eval.batch_size, mesh)
+        self.transforms = {s: inference.make_eval_transform(config, s) for s in self.scales}
+        ground_truth = source.coco_ground_truth()
+        self.class_names = [c["name"] for c in ground_truth["categories"]]
+        # Built once: indexing the ground truth is the slow part on large datasets.
+        self.coco = coco.CocoEvaluator(ground_truth, [c["id"] for c in ground_truth["categories"]])
+        in_shardings = (variable_shardings, sharding.batch_sharding(mesh))
+        self.detect = jax.jit(
+            inference.make_detect_fn(model, task, top_k=config.eval.top_k, flip=flip),
+            in_shardings=in_shardings)
+        self.heatmap = jax.jit(inference.make_heatmap_fn(model), in_shardings=in_shardings)
+
+    def __call__(self, variables: dict[str, Any], step: int, workdir: str | None = None,
+                 writer=None, results_name: str | None = None) -> dict[str, float]:
+        """Evaluates ``variables``; returns COCO metrics (the same on every process).
+
+        Writes ``results_name`` (default ``results_step_<step>.json``) to ``workdir``.
+        """
+        evaluator = self.coco
+        evaluator.reset()
+        per_image: dict[int, list[dict[str, np.ndarray]]] = {}
+        picture_batch = None
+        for scale in self.scales:
+            for batch, images, detections, in_image in self._run_scale(variables, scale, step):
+                if picture_batch is None and scale == self._picture_scale():
+                    picture_batch = (batch, images, jax.device_get(detections))
+                if jax.process_index() != 0:
+                    continue
+                valid = np.asarray(in_image["valid"], bool)
+                if not self.merge:
+                    evaluator.add(in_image["image_id"], in_image["boxes"], in_image["scores"],
+                                  in_image["classes"], valid=valid)
+                    continue
+                for b in np.flatnonzero(valid):
+                    per_image.setdefault(int(in_image["image_id"][b]), []).append(
+                        {k: in_image[k][b] for k in ("boxes", "scores", "classes")})
+        if self.merge and jax.process_index() == 0:
+            for image_id, per_scale in per_image.items():
+                merged = soft_nms.merge_detections(
+                    per_scale, num_classes=self.task.num_classes,
+                    max_per_image=self.config.eval.max_per_image,
+                    official=self.config.eval.soft_nms == "official")
+                evaluator.add(np.array([image_id]), merged["boxes"][None],
+                              merged["scores"][None], merged["classes"][None])
+        metrics = {}
+        if jax.process_index() == 0:
+            metrics = evaluator.compute()
+            logging.info("COCO evaluation (%s) at step %d:\n%s", self.test_mode, step,
+                         evaluator.last_summary)
+            if workdir:
+                evaluator.write_results(os.path.join(
+                    workdir, results_name or f"results_step_{step}.json"))
+        metrics = multihost_utils.broadcast_one_to_all(
+            {name: np.float32(metrics.get(name, 0.0)) for name in coco.METRIC_NAMES})
+        metrics = {name: float(v) for name, v in metrics.items()}
+        if picture_batch is not None and self.config.eval.num_pictures > 0:
+            self._pictures(variables, step, *picture_batch, workdir=workdir, writer=writer)
+        return metrics
+
+    def _picture_scale(self) -> float:
+        return 1.0 if 1.0 in self.scales else self.scales[0]
+
+    def _run_scale(self, variables, scale: float, step: int) -> Iterator[tuple]:
+        """Yields (host batch, global images, detections, image-pixel detections + meta)."""
+        batch_sharding = sharding.batch_sharding(self.mesh)
+        num_batches = len(pipeline.eval_shard_indices(
+            len(self.source), self.batch_size, jax.process_index(), jax.process_count())[0]
+        ) // self.batch_size
+        batches = pipeline.make_eval_batches(
+            self.source, self.transforms[scale], batch_size=self.batch_size,
+            shard_index=jax.process_index(), shard_count=jax.process_count())
+        start = time.time()
+        for index, batch in enumerate(batches):
+            if index % 50 == 0:
+                logging.info("Evaluating step %d (%s, scale %g): batch %d/%d (%.0f s).", step,
+                             self.test_mode, scale, index, num_batches, time.time() - start)
+            images = sharding.host_to_global({"image": batch["image"]}, batch_sharding)["image"]
+            detections = self.detect(variables, images)
+            # Every process contributes its shard; all see the whole batch afterwards.
+            gathered = multihost_utils.process_allgather(detections, tiled=True)
+            meta = multihost_utils.process_allgather(
+                {k: batch[k] for k in _META_FIELDS}, tiled=True)
+            in_image = self.task.to_image_detections(gathered, meta, self.grid_hw)
+            yield batch, images, gathered, {**in_image, **meta}
+
+    def _pictures(self, variables, step, batch, images, detections, *, workdir, writer):
+        """Predicted boxes (with ground truth in white) and heatmaps, on the input canvas."""
+        heatmaps = jax.device_get(multihost_utils.process_allgather(
+            self.heatmap(variables, images), tiled=True))
+        if jax.process_index() != 0:
+            return
+        stride = self.config.input.down_ratio
+        count = min(self.config.eval.num_pictures, int(np.sum(batch["valid"])))
+        pictures = []
+        for i in range(count):
+            canvas, zoom = viz.upscale(viz.denormalize(
+                batch["image"][i], self.config.input.mean, self.config.input.std))
+            gt = batch["boxes"][i][batch["mask"][i]] * stride * zoom
+            drawn = viz.draw_detections(
+                canvas, detections["boxes"][i] * stride * zoom, detections["scores"][i],
+                detections["classes"][i], self.class_names, self.config.eval.vis_threshold,
+                gt_boxes=gt)
+            pictures.append(viz.side_by_side(drawn, viz.heatmap_overlay(canvas, heatmaps[i])))
+        if workdir:
+            folder = os.path.join(workdir, "pictures")
+            os.makedirs(folder, exist_ok=True)
+            for i, picture in enumerate(pictures):
+                viz.save_png(os.path.join(folder, f"step_{step:07d}_{i}.png"), picture)
+        if writer is not None and pictures:
+            writer.write_images(step, {"eval/predictions_and_heatmaps": np.stack(pictures)})
+
+
+def evaluate(config, workdir: str, checkpoint: str = "best",
+             test_mode: str | None = None) -> dict[str, float]:
+    """Evaluates a trained (``best``/``latest``/step) or converted checkpoint.
+
+    Writes ``results_<mode>_step_<step>.json`` and ``metrics_<mode>_step_<step>.json`` to
+    ``workdir`` and the metrics to its TensorBoard log under ``eval_<mode>/``. Returns the
+    COCO metrics.
+    """
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
+    config_checks.validate_config(config)
+    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
+    test_mode = test_mode or config.eval.test_mode
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    task = tasks.make_task(config)
+    source = sources.make_source(config.dataset, config.dataset.eval_split)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    model = detector.build_model(config.model, task.heads)
+    loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint,
+                                      mesh=mesh)
+    variable_shardings = jax.tree.map(lambda x: x.sharding, loaded.variables)
+    evaluator = Evaluator(config, task, model, mesh, source, variable_shardings, test_mode)
+    step = loaded.step if loaded.step is not None else 0
+    logging.info("Evaluating %s in %s mode on %d images.", loaded.source, test_mode,
+                 len(source))
+    start = time.time()
+    tag = f"{test_mode}_step_{step}"
+    metrics = evaluator(loaded.variables, step, workdir, results_name=f"results_{tag}.json")
+    seconds = time.time() - start
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, f"metrics_{tag}.json"), "w") as f:
+            json.dump({"checkpoint": loaded.source, "step": loaded.step, "mode": test_mode,
+                       "seconds": round(seconds, 1), **metrics}, f, indent=2)
+        writer = metric_writers.create_default_writer(workdir)
+        writer.write_scalars(step, {f"eval_{test_mode}/{k}": v for k, v in metrics.items()})
+        writer.close()
+    return metrics
+
+
+def main(argv: list[str]) -> None:
+    from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    cli.prepare_process()
+    with cli.exit_on_user_error():
+        metrics = evaluate(config, flags.FLAGS.workdir, flags.FLAGS.checkpoint,
+                           flags.FLAGS.mode)
+    print(f"COCO bbox ({flags.FLAGS.mode or config.eval.test_mode}): " + ", ".join(
+        f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+
+
+def _define_flags() -> None:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
+        lock_config=True)
+    flags.DEFINE_string("workdir", None, "The training run's directory; results go here.",
+                        required=True)
+    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
+    flags.DEFINE_enum("mode", None, TEST_MODES, "Test mode (default: eval.test_mode).")
+
+
+if __name__ == "__main__":
+    from absl import app  # pylint: disable=g-import-not-at-top
+
+    _define_flags()
+    app.run(main)
