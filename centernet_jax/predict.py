@@ -1,0 +1,485 @@
+r"""Detections on your own images: COCO-format JSON and annotated pictures.
+
+  python -m centernet_jax.predict --config=configs/hourglass.py:demo --workdir=runs/demo \
+      --input='photos/*.jpg' --output=runs/demo/predictions [--checkpoint=best] [--flip]
+
+``--input`` is one image, a directory (its images, not recursive) or a glob; images of any
+size and aspect ratio are letterboxed to the config's evaluation size exactly as in
+evaluation (official ``fix_res``) and run in batches of a fixed size, so the model compiles
+once. Files that cannot be decoded are skipped with a warning and listed in the summary.
+
+``--output`` receives:
+
+  detections.json  COCO results: [{"image_id", "file_name", "category_id",
+                   "category_name", "bbox": [x, y, w, h], "score"}], every top-k
+                   (``eval.top_k``) detection with ``score >= --score_threshold``.
+                   Boxes are in original-image pixels and, like the official results,
+                   NOT clipped to the image.
+  images.json      {"<image_id>": {"file_name", "path", "height", "width", "picture"}};
+                   ids are 1, 2, ... over the readable images in input order.
+  summary.json     counts, timings, skipped files and the checkpoint used.
+  <stem>.png       the original image with the boxes scoring >= --draw_threshold
+                   (default ``eval.vis_threshold``); ``<stem>_<id>.png`` where names clash.
+
+No dataset is read: class names come from constants (the embedded shapes dataset, COCO),
+so a COCO model runs without COCO on disk. From a notebook::
+
+  from configs import hourglass
+  from centernet_jax import predict
+  summary = predict.predict(hourglass.get_config("demo"), "photos/", "out/",
+                            workdir="runs/demo")
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import glob
+import json
+import os
+import tempfile
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import cv2
+import jax
+import numpy as np
+from absl import logging
+
+from centernet_jax import inference, tasks, viz
+from centernet_jax.data import shapes, sources
+from centernet_jax.models import detector
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DETECTIONS_FILE = "detections.json"
+IMAGES_FILE = "images.json"
+SUMMARY_FILE = "summary.json"
+# Decimals kept in detections.json: 1/1000 pixel and 1e-6 in score are far below what
+# the model resolves, and they keep the file a third of the size of full float64 text.
+_BOX_DECIMALS = 3
+_SCORE_DECIMALS = 6
+
+
+# -- Inputs ---------------------------------------------------------------------------------
+
+
+def _is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The image files named by ``inputs``, in order, without duplicates.
+
+    Each entry is an image file (taken whatever its extension), a directory (its files with
+    an image extension, not recursive, sorted by name) or a glob pattern (its matching
+    files with an image extension, sorted).
+
+    Raises:
+      FileNotFoundError: no file found, naming what was searched.
+    """
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found: dict[str, None] = {}  # ordered set
+    for spec in specs:
+        spec = os.path.expanduser(os.fspath(spec))
+        if os.path.isfile(spec):
+            matches = [spec]
+        elif os.path.isdir(spec):
+            matches = sorted(os.path.join(spec, name) for name in os.listdir(spec)
+                             if _is_image_name(name))
+            matches = [path for path in matches if os.path.isfile(path)]
+        else:
+            matches = sorted(path for path in glob.glob(spec)
+                             if os.path.isfile(path) and _is_image_name(path))
+        found.update(dict.fromkeys(matches))
+    if not found:
+        raise FileNotFoundError(
+            f"No input images found in {', '.join(repr(os.fspath(s)) for s in specs)}: "
+            f"expected an image file, a directory holding {'/'.join(IMAGE_EXTENSIONS)} "
+            "files, or a glob matching some.")
+    return list(found)
+
+
+def read_image(path: str) -> np.ndarray:
+    """uint8 BGR [h, w, 3], as the model expects; grayscale is replicated, alpha dropped.
+
+    Decodes from bytes (``cv2.imread`` fails silently and on some platforms on non-ASCII
+    paths); EXIF orientation is applied, 16-bit images are scaled to 8 bits.
+
+    Raises:
+      ValueError: an empty or undecodable file.
+      OSError: an unreadable file.
+    """
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError("empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ValueError("not a decodable image")
+    return image
+
+
+# -- Class names ----------------------------------------------------------------------------
+
+
+def class_names(dataset_config, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(names, COCO category ids) of the model's classes, without reading the dataset.
+
+    Shapes and COCO use their constants; any other dataset (or a class count that does not
+    match the constants) gets ``class_<i>`` with ids 1..C.
+    """
+    name = dataset_config.get("name") if hasattr(dataset_config, "get") else None
+    known = {
+        "shapes": (tuple(shapes.CLASS_NAMES), tuple(range(1, len(shapes.CLASS_NAMES) + 1))),
+        "coco": (tuple(sources.COCO_CLASS_NAMES), tuple(sources.COCO_CATEGORY_IDS)),
+    }
+    if name in known and len(known[name][0]) == num_classes:
+        return known[name]
+    if name in known:
+        logging.warning("dataset %r has %d classes but the model %d: naming them class_<i>.",
+                        name, len(known[name][0]), num_classes)
+    return (tuple(f"class_{i}" for i in range(num_classes)),
+            tuple(range(1, num_classes + 1)))
+
+
+# -- Host pipeline --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Loaded:
+    """One decoded, letterboxed image (``element`` from ``EvalTransform.map``)."""
+
+    path: str
+    bgr: np.ndarray | None  # the original, kept only for drawing
+    element: dict[str, np.ndarray] | None = None  # image [H, W, 3], center [2], scale [2]
+    error: str | None = None
+
+
+def _load(path: str, transform, keep_original: bool) -> _Loaded:
+    try:
+        bgr = read_image(path)
+    except (OSError, ValueError, cv2.error) as error:
+        return _Loaded(path, None, error=str(error).strip().splitlines()[-1] or "unreadable")
+    element = transform.map({"image": bgr, "boxes": np.zeros((0, 4), np.float32),
+                             "classes": np.zeros((0,), np.int32)})
+    return _Loaded(path, bgr if keep_original else None, element)
+
+
+def _prefetched(pool: concurrent.futures.Executor, paths: Iterable[str], transform,
+                keep_original: bool, depth: int) -> Iterator[_Loaded]:
+    """Loads ``paths`` in ``pool`` with up to ``depth`` in flight; yields in input order."""
+    pending: collections.deque[concurrent.futures.Future] = collections.deque()
+    for path in paths:
+        pending.append(pool.submit(_load, path, transform, keep_original))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _batches(loaded: Iterator[_Loaded], batch_size: int,
+             on_skip) -> Iterator[list[_Loaded]]:
+    """Groups the readable images into lists of up to ``batch_size``; reports the rest."""
+    batch: list[_Loaded] = []
+    for item in loaded:
+        if item.error is not None:
+            on_skip(item)
+            continue
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stack_padded(batch: list[_Loaded], batch_size: int) -> dict[str, np.ndarray]:
+    """Stacks ``image``/``center``/``scale`` and pads to ``batch_size`` rows.
+
+    Padding rows are zero images with the first row's window (a valid affine); their
+    detections are dropped.
+    """
+    stacked = {}
+    for key in ("image", "center", "scale"):
+        rows = [item.element[key] for item in batch]
+        pad = np.zeros_like(rows[0]) if key == "image" else rows[0]
+        stacked[key] = np.stack(rows + [pad] * (batch_size - len(rows)))
+    return stacked
+
+
+def _atomic_write_json(path: str, obj: Any) -> None:
+    """Writes JSON to a temporary file in the same directory, then renames it over ``path``."""
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(obj, f)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+class _PictureNames:
+    """``<stem>.png`` in the output directory; ``<stem>_<id>.png`` when that is taken."""
+
+    def __init__(self, output_dir: str, inputs: Sequence[str]):
+        self.output_dir = output_dir
+        # Never overwrite an input (output directory == input directory).
+        self.taken = {os.path.realpath(path) for path in inputs}
+
+    def __call__(self, path: str, image_id: int) -> str:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for name in (f"{stem}.png", f"{stem}_{image_id}.png"):
+            target = os.path.realpath(os.path.join(self.output_dir, name))
+            if target not in self.taken:
+                self.taken.add(target)
+                return name
+        raise FileExistsError(f"no free picture name for {path} in {self.output_dir}")
+
+
+def _draw_and_save(path: str, bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                   classes: np.ndarray, names: Sequence[str], threshold: float) -> None:
+    picture = viz.draw_detections(np.ascontiguousarray(bgr[..., ::-1]), boxes, scores, classes,
+                                  names, threshold)
+    viz.save_png(path, picture)
+
+
+# -- Prediction -----------------------------------------------------------------------------
+
+
+def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
+            output_dir: str, *, workdir: str | None = None, checkpoint: str = "best",
+            flip: bool = False, batch_size: int = 8, score_threshold: float = 0.0,
+            draw_threshold: float | None = None, pictures: bool = True,
+            log_every: int = 100, num_threads: int = 4) -> dict[str, Any]:
+    """Detects objects in image files; writes JSON results and pictures to ``output_dir``.
+
+    Args:
+      config: the model's config (``configs/*.py``); only model, input and eval fields
+        are read, never the dataset.
+      inputs: an image file, a directory, a glob, or a list of these (``find_images``).
+      output_dir: created if needed; see the module docstring for what it receives.
+      workdir, checkpoint: which variables to load (``inference.load_variables``).
+      flip: average with the mirrored image (the flip test, spec §5.4).
+      batch_size: images per forward pass; the last batch is padded to it.
+      score_threshold: detections scoring below it are left out of detections.json.
+      draw_threshold: boxes drawn on pictures; default ``config.eval.vis_threshold``.
+      pictures: write the annotated PNGs.
+      log_every: log progress every this many input files.
+      num_threads: host threads decoding, letterboxing and drawing images.
+
+    Returns:
+      A summary: ``num_inputs``, ``num_images`` (read and detected), ``num_detections``,
+      ``num_skipped`` and ``skipped`` ([{"path", "reason"}]), ``seconds`` (the loop, after
+      loading and compiling) and ``images_per_second``, ``compile_seconds``,
+      ``checkpoint``/``step``, and the output file paths.
+
+    Raises:
+      FileNotFoundError: no input image, or no such checkpoint.
+      ValueError: a non-positive ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    draw_threshold = config.eval.vis_threshold if draw_threshold is None else draw_threshold
+    paths = find_images(inputs)  # fails before any model work
+    os.makedirs(output_dir, exist_ok=True)
+
+    task = tasks.make_task(config)
+    model = detector.build_model(config.model, task.heads)
+    loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint)
+    variables = loaded.variables
+    names, category_ids = class_names(config.dataset, task.num_classes)
+    transform = inference.make_eval_transform(config)
+    grid_hw = transform.output_hw
+    device = next(iter(jax.tree.leaves(variables)[0].sharding.device_set))
+    image_spec = jax.ShapeDtypeStruct(
+        (batch_size, *transform.input_hw, 3), np.float32,
+        sharding=jax.sharding.SingleDeviceSharding(device))
+
+    start = time.time()
+    detect = jax.jit(inference.make_detect_fn(model, task, top_k=config.eval.top_k, flip=flip))
+    detect = detect.lower(variables, image_spec).compile()
+    compile_seconds = time.time() - start
+    logging.info("Predicting %d files with %s (%s, batch %d, input %s, top %d); compiled "
+                 "in %.1f s.", len(paths), loaded.source, "flip" if flip else "plain",
+                 batch_size, tuple(transform.input_hw), config.eval.top_k, compile_seconds)
+
+    name_picture = _PictureNames(output_dir, paths)
+    results: list[dict[str, Any]] = []
+    images: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, str]] = []
+    num_nonfinite = 0
+    drawing: collections.deque[concurrent.futures.Future] = collections.deque()
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
+    start = time.time()
+    next_log = log_every
+
+    def on_skip(item: _Loaded) -> None:
+        logging.warning("Skipping %s: %s.", item.path, item.error)
+        skipped.append({"path": item.path, "reason": item.error})
+
+    def log_progress(final: bool = False) -> None:
+        nonlocal next_log
+        done = len(images) + len(skipped)
+        if not final and (log_every <= 0 or done < next_log):
+            return
+        next_log = (done // max(log_every, 1) + 1) * max(log_every, 1)
+        elapsed = max(time.time() - start, 1e-9)
+        rate = done / elapsed
+        eta = (len(paths) - done) / rate if rate > 0 else float("inf")
+        logging.info("Predicted %d/%d files (%d skipped), %.1f images/s, ETA %.0f s.",
+                     done, len(paths), len(skipped), rate, eta)
+
+    def finish(batch: list[_Loaded], stacked: dict[str, np.ndarray],
+               detections: dict[str, jax.Array]) -> None:
+        """Host side of one batch: map boxes back, collect results, queue pictures."""
+        nonlocal num_nonfinite
+        count = len(batch)
+        detections = {k: np.asarray(detections[k])[:count]
+                      for k in ("boxes", "scores", "classes")}
+        in_image = task.to_image_detections(
+            detections, {k: stacked[k][:count] for k in ("center", "scale")}, grid_hw)
+        for i, item in enumerate(batch):
+            image_id = len(images) + 1
+            boxes, scores = in_image["boxes"][i], in_image["scores"][i]
+            classes = in_image["classes"][i]
+            finite = np.isfinite(boxes).all(-1) & np.isfinite(scores)
+            num_nonfinite += int(np.sum(~finite))
+            keep = finite & (scores >= score_threshold)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+            file_name = os.path.basename(item.path)
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], -1)
+            xywh = np.round(xywh.astype(np.float64), _BOX_DECIMALS)
+            rounded_scores = np.round(scores.astype(np.float64), _SCORE_DECIMALS)
+            results.extend(
+                {"image_id": image_id, "file_name": file_name,
+                 "category_id": int(category_ids[c]), "category_name": names[c],
+                 "bbox": [float(v) for v in box], "score": float(s)}
+                for box, s, c in zip(xywh, rounded_scores, classes))
+            height, width = item.element["image_hw"]
+            picture = name_picture(item.path, image_id) if pictures else None
+            images[str(image_id)] = {"file_name": file_name, "path": os.path.abspath(item.path),
+                                     "height": int(height), "width": int(width),
+                                     "picture": picture}
+            if picture:
+                drawing.append(pool.submit(
+                    _draw_and_save, os.path.join(output_dir, picture), item.bgr, boxes,
+                    scores, classes, names, draw_threshold))
+            item.bgr = item.element = None  # free the pixels early
+        while drawing and (drawing[0].done() or len(drawing) > 2 * batch_size):
+            drawing.popleft().result()  # re-raises a failed save
+        log_progress()
+
+    try:
+        stream = _prefetched(pool, paths, transform, keep_original=pictures,
+                             depth=2 * batch_size)
+        in_flight = None  # the previous batch: its host work overlaps this batch's compute
+        for batch in _batches(stream, batch_size, on_skip):
+            stacked = _stack_padded(batch, batch_size)
+            detections = detect(variables, jax.device_put(stacked["image"], device))
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (batch, stacked, detections)
+        if in_flight is not None:
+            finish(*in_flight)
+        while drawing:
+            drawing.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.time() - start
+    log_progress(final=True)
+
+    if num_nonfinite:
+        logging.warning("Dropped %d non-finite detections.", num_nonfinite)
+    detections_file = os.path.join(output_dir, DETECTIONS_FILE)
+    images_file = os.path.join(output_dir, IMAGES_FILE)
+    _atomic_write_json(detections_file, results)
+    _atomic_write_json(images_file, images)
+    summary = {
+        "num_inputs": len(paths),
+        "num_images": len(images),
+        "num_detections": len(results),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "num_nonfinite_dropped": num_nonfinite,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(images) / max(seconds, 1e-9), 2),
+        "compile_seconds": round(compile_seconds, 3),
+        "checkpoint": loaded.source,
+        "step": loaded.step,
+        "flip": bool(flip),
+        "score_threshold": float(score_threshold),
+        "draw_threshold": float(draw_threshold) if pictures else None,
+        "categories": [{"id": int(i), "name": n} for i, n in zip(category_ids, names)],
+        "detections_file": detections_file,
+        "images_file": images_file,
+    }
+    _atomic_write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    logging.info("Done: %d images, %d detections, %d skipped, %.1f s (%.1f images/s); "
+                 "results in %s.", len(images), len(results), len(skipped), seconds,
+                 summary["images_per_second"], detections_file)
+    return summary
+
+
+# -- Command line ---------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    import sys  # pylint: disable=g-import-not-at-top
+
+    from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    cli.prepare_process()
+    with cli.exit_on_user_error():
+        summary = predict(
+            config, flags.FLAGS.input, flags.FLAGS.output, workdir=flags.FLAGS.workdir,
+            checkpoint=flags.FLAGS.checkpoint, flip=flags.FLAGS.flip,
+            batch_size=flags.FLAGS.batch_size, score_threshold=flags.FLAGS.score_threshold,
+            draw_threshold=flags.FLAGS.draw_threshold, pictures=not flags.FLAGS.no_pictures)
+    print(f"{summary['num_images']} images, {summary['num_detections']} detections, "
+          f"{summary['num_skipped']} skipped, {summary['seconds']:.1f} s "
+          f"({summary['images_per_second']:.1f} images/s): {summary['detections_file']}")
+    for entry in summary["skipped"]:
+        print(f"skipped {entry['path']}: {entry['reason']}")
+    if summary["num_images"] == 0:
+        sys.exit(f"error: none of the {summary['num_inputs']} input files could be read.")
+
+
+def _define_flags() -> None:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
+        lock_config=True)
+    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
+    flags.DEFINE_string("workdir", None, "The training run's directory (not needed for a "
+                        "converted checkpoint).")
+    flags.DEFINE_string("input", None, "An image, a directory of images or a glob (quote it).",
+                        required=True)
+    flags.DEFINE_string("output", None, "Directory for detections.json, images.json and "
+                        "the pictures.", required=True)
+    flags.DEFINE_bool("flip", False, "Flip test: average with the mirrored image.")
+    flags.DEFINE_integer("batch_size", 8, "Images per forward pass.", lower_bound=1)
+    flags.DEFINE_float("score_threshold", 0.0, "Leave detections scoring below this out of "
+                       "detections.json.")
+    flags.DEFINE_float("draw_threshold", None, "Draw boxes scoring at least this "
+                       "(default: the config's eval.vis_threshold).")
+    flags.DEFINE_bool("no_pictures", False, "Write no annotated PNGs.")
+
+
+if __name__ == "__main__":
+    from absl import app  # pylint: disable=g-import-not-at-top
+
+    _define_flags()
+    app.run(main)
