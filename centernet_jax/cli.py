@@ -41,3 +41,29 @@ def exit_on_user_error() -> Iterator[None]:
             FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
         logging.error("%s", error)
         sys.exit(f"error: {error}")
+
+
+def define_model_flags(*, workdir_help: str, workdir_required: bool = False) -> None:
+    """``--config``, ``--workdir`` and ``--checkpoint``: how a command names its model."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+    from centernet_jax import inference  # pylint: disable=g-import-not-at-top
+
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
+        lock_config=True)
+    flags.DEFINE_string("workdir", None, workdir_help, required=workdir_required)
+    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
+
+
+def config_from_flags(argv: list[str]):
+    """The ``--config`` of a command; a usage error for stray arguments or no config."""
+    from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    return config

@@ -213,15 +213,11 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
 
 
 def main(argv: list[str]) -> None:
-    from absl import app, flags  # pylint: disable=g-import-not-at-top
+    from absl import flags  # pylint: disable=g-import-not-at-top
 
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = flags.FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    config = cli.config_from_flags(argv)
     cli.prepare_process()
     with cli.exit_on_user_error():
         metrics = evaluate(config, flags.FLAGS.workdir, flags.FLAGS.checkpoint,
@@ -232,14 +228,11 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags  # pylint: disable=g-import-not-at-top
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-    config_flags.DEFINE_config_file(
-        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
-        lock_config=True)
-    flags.DEFINE_string("workdir", None, "The training run's directory; results go here.",
-                        required=True)
-    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
+
+    cli.define_model_flags(workdir_help="The training run's directory; results go here.",
+                           workdir_required=True)
     flags.DEFINE_enum("mode", None, TEST_MODES, "Test mode (default: eval.test_mode).")
 
 

@@ -276,17 +276,13 @@ def load(directory: str) -> ExportedDetector:
 
 def main(argv: list[str]) -> None:
     # pylint: disable=g-import-not-at-top
-    from absl import app, flags
+    from absl import flags
 
     from centernet_jax import cli, config_checks, inference, tasks
     from centernet_jax.models import detector
     # pylint: enable=g-import-not-at-top
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = flags.FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    config = cli.config_from_flags(argv)
     cli.prepare_process()
     with cli.exit_on_user_error():
         config_checks.validate_config(config)
@@ -306,16 +302,11 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags  # pylint: disable=g-import-not-at-top
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-    from centernet_jax import inference  # pylint: disable=g-import-not-at-top
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    config_flags.DEFINE_config_file(
-        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
-        lock_config=True)
-    flags.DEFINE_string("workdir", None, "The training run's directory (unless --checkpoint "
-                        "is a converted checkpoint directory).")
-    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
+    cli.define_model_flags(workdir_help="The training run's directory (unless --checkpoint "
+                           "is a converted checkpoint directory).")
     flags.DEFINE_string("output", None, "Directory to write the export into.", required=True)
     flags.DEFINE_bool("flip", False, "Bake the flip test into the exported function.")
     flags.DEFINE_integer("top_k", None, "Detections per image (default: eval.top_k).")

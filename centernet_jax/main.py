@@ -21,13 +21,10 @@ flags.DEFINE_bool("dry_run", False,
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
     # Imported here so that --help and flag errors stay fast.
     from centernet_jax import cli, train  # pylint: disable=g-import-not-at-top
+
+    config = cli.config_from_flags(argv)
 
     if FLAGS.dry_run:
         shapes, num_params = train.describe_model(config)

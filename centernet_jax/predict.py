@@ -430,15 +430,11 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
 def main(argv: list[str]) -> None:
     import sys  # pylint: disable=g-import-not-at-top
 
-    from absl import app, flags  # pylint: disable=g-import-not-at-top
+    from absl import flags  # pylint: disable=g-import-not-at-top
 
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = flags.FLAGS.config
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
+    config = cli.config_from_flags(argv)
     cli.prepare_process()
     with cli.exit_on_user_error():
         summary = predict(
@@ -457,14 +453,11 @@ def main(argv: list[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags  # pylint: disable=g-import-not-at-top
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-    config_flags.DEFINE_config_file(
-        "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
-        lock_config=True)
-    flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
-    flags.DEFINE_string("workdir", None, "The training run's directory (not needed for a "
-                        "converted checkpoint).")
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
+
+    cli.define_model_flags(workdir_help="The training run's directory (not needed for a "
+                           "converted checkpoint).")
     flags.DEFINE_string("input", None, "An image, a directory of images or a glob (quote it).",
                         required=True)
     flags.DEFINE_string("output", None, "Directory for detections.json, images.json and "
