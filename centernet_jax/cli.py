@@ -30,7 +30,8 @@ def exit_on_user_error() -> Iterator[None]:
     """Turns errors caused by the user's input into one line and exit status 1.
 
     A missing dataset or checkpoint, a checkpoint that does not fit the model, an output
-    path that is a file: the message says what to fix; a traceback would only bury it.
+    path that is a file, a non-finite loss: the message says what to fix or do next; a
+    traceback would only bury it.
     """
     from centernet_jax import convert  # pylint: disable=g-import-not-at-top
     from centernet_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -38,7 +39,8 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except (sources.DatasetNotFoundError, convert.ConversionError, FileNotFoundError,
-            FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
+            FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+            FloatingPointError) as error:
         logging.error("%s", error)
         sys.exit(f"error: {error}")
 

@@ -26,6 +26,9 @@ def validate_config(config) -> None:
         raise ValueError(f"dataset.max_objects={config.dataset.max_objects} must be positive.")
     if config.train.num_epochs <= 0:
         raise ValueError(f"train.num_epochs={config.train.num_epochs} must be positive.")
+    if config.train.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"train.on_nonfinite={config.train.on_nonfinite!r}; use 'stop' or "
+                         "'skip'.")
     if config.eval.test_mode not in TEST_MODES:
         raise ValueError(f"eval.test_mode={config.eval.test_mode!r}; use one of {TEST_MODES}.")
     if not config.eval.test_scales or min(config.eval.test_scales) <= 0:

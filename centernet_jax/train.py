@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -22,6 +24,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from centernet_jax import (checkpointing, config_checks, convert, evaluate, inference, sharding,
                            tasks, train_state)
@@ -50,10 +53,19 @@ def make_train_step(model, task, tx, target_hw) -> Callable:
 
         (loss, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
+        grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, **parts, "grad_norm": optax.global_norm(grads),
-                   "objects_per_image": jnp.sum(target["mask"]) / target["mask"].shape[0]}
+        # A non-finite loss or gradient never reaches the state, so no checkpoint can hold
+        # it; the host decides (train.on_nonfinite) whether to go on or stop.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        params, opt_state, batch_stats = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, batch_stats),
+            (state.params, state.opt_state, state.batch_stats))
+        metrics = {"loss": loss, **parts, "grad_norm": grad_norm,
+                   "objects_per_image": jnp.sum(target["mask"]) / target["mask"].shape[0],
+                   "nonfinite": 1.0 - finite.astype(jnp.float32)}
         new_state = state.replace(step=state.step + 1, params=params,
                                   batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
@@ -71,9 +83,85 @@ def _train_transform(config):
         scale=config.input.scale, color_aug=config.input.color_aug)
 
 
+class Preempted(RuntimeError):
+    """Training stopped on SIGTERM or a preemption notice after checkpointing ``step``."""
+
+    def __init__(self, step: int, directory: str):
+        super().__init__(f"Preempted at step {step}: checkpoint saved in {directory}; rerun "
+                         "the same command to resume from it.")
+        self.step = step
+
+
+class _PreemptionWatch:
+    """Notices SIGTERM (what schedulers and preemptible VMs send before killing a job).
+
+    One process: a signal handler sets a flag, read at the next step boundary. Several
+    processes: JAX's preemption service (started by ``jax.distributed``) receives the signal
+    and ``reached_preemption_sync_point`` makes every process stop at the same step, so the
+    collective checkpoint save lines up.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        del frame
+        self.requested = True
+        logging.warning("Received signal %d: checkpointing after the current step.", signum)
+
+    def __call__(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class _NonFiniteGuard:
+    """Reads the train step's ``nonfinite`` flags and applies ``train.on_nonfinite``.
+
+    The step has already left the state untouched on such a step; "skip" logs it and goes
+    on, "stop" raises naming the step. Flags are read at log and checkpoint steps only, so
+    the host never waits for the device in between.
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.skipped = 0
+        self._unchecked: list[tuple[int, jax.Array]] = []
+
+    def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        self._unchecked.append((step, metrics["nonfinite"]))
+
+    def check(self) -> None:
+        flags = jax.device_get([flag for _, flag in self._unchecked])
+        steps = [step for (step, _), flag in zip(self._unchecked, flags) if flag > 0]
+        self._unchecked = []
+        for step in steps:
+            if self.mode == "stop":
+                raise FloatingPointError(
+                    f"Non-finite loss or gradient at step {step}: the update was not applied "
+                    "and training stopped (train.on_nonfinite='stop'). Checkpoints hold only "
+                    "finite states; rerun to resume from the last one, or set "
+                    "--config.train.on_nonfinite=skip to skip such steps.")
+            self.skipped += 1
+            logging.warning("Non-finite loss or gradient at step %d: update skipped "
+                            "(%d so far).", step, self.skipped)
+
+
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-    stacked = jax.device_get(history)
-    return {name: float(np.mean([m[name] for m in stacked])) for name in stacked[0]}
+    """Means over the finite steps of ``history`` (NaN where every step was non-finite)."""
+    stacked = [m for m in jax.device_get(history) if not m["nonfinite"] > 0]
+    names = [name for name in history[0] if name != "nonfinite"]
+    if not stacked:
+        return {name: float("nan") for name in names}
+    return {name: float(np.mean([m[name] for m in stacked])) for name in names}
 
 
 def _log_devices(mesh) -> None:
@@ -164,40 +252,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_metrics: dict[str, float] = {}
     history: list[dict[str, jax.Array]] = []
     dropped_objects = 0
+    guard = _NonFiniteGuard(config.train.on_nonfinite)
+    preemption = _PreemptionWatch()
     start = time.time()
-    with metric_writers.ensure_flushes(writer):
-        while step < total_steps:
-            with progress.timed("input", wait_jax_async_dispatch=False):
-                batch = next(train_iter)
-            dropped_objects += int(np.sum(batch["num_dropped"]))
-            global_batch = sharding.host_to_global(
-                {k: batch[k] for k in TRAIN_FIELDS}, batch_sharding)
-            state, metrics = train_step(state, global_batch)
-            step += 1
-            history.append(metrics)
-            progress(step)
+    try:
+        with metric_writers.ensure_flushes(writer):
+            while step < total_steps:
+                with progress.timed("input", wait_jax_async_dispatch=False):
+                    batch = next(train_iter)
+                dropped_objects += int(np.sum(batch["num_dropped"]))
+                global_batch = sharding.host_to_global(
+                    {k: batch[k] for k in TRAIN_FIELDS}, batch_sharding)
+                state, metrics = train_step(state, global_batch)
+                step += 1
+                history.append(metrics)
+                guard.add(step, metrics)
+                progress(step)
 
-            is_last = step == total_steps
-            if step % config.train.log_every_steps == 0 or is_last:
-                summary = _mean_metrics(history)
-                history = []
-                if not np.isfinite(summary["loss"]):
-                    raise FloatingPointError(
-                        f"Non-finite training loss {summary['loss']} by step {step}; "
-                        "no checkpoint was written for it.")
-                summary["learning_rate"] = float(schedule(step - 1))
-                summary["objects_dropped_total"] = float(dropped_objects)
-                writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+                is_last = step == total_steps
+                if step % config.train.log_every_steps == 0 or is_last:
+                    guard.check()
+                    summary = _mean_metrics(history)
+                    history = []
+                    summary["learning_rate"] = float(schedule(step - 1))
+                    summary["objects_dropped_total"] = float(dropped_objects)
+                    summary["nonfinite_steps_total"] = float(guard.skipped)
+                    writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
 
-            every = config.eval.every_steps
-            run_eval = is_last or (every > 0 and step % every == 0)
-            if run_eval:
-                with progress.timed("eval"):
-                    eval_metrics = evaluator(state.variables, step, workdir, writer)
-                writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-            if run_eval or step % config.train.checkpoint_every_steps == 0:
-                checkpointer.save(step, state, train_iter,
-                                  metrics=eval_metrics if run_eval else None)
+                every = config.eval.every_steps
+                run_eval = is_last or (every > 0 and step % every == 0)
+                if run_eval:
+                    with progress.timed("eval"):
+                        eval_metrics = evaluator(state.variables, step, workdir, writer)
+                    writer.write_scalars(step,
+                                         {f"eval/{k}": v for k, v in eval_metrics.items()})
+                preempted = preemption(step)
+                if run_eval or preempted or step % config.train.checkpoint_every_steps == 0:
+                    guard.check()
+                    checkpointer.save(step, state, train_iter, force=preempted,
+                                      metrics=eval_metrics if run_eval else None)
+                if preempted:
+                    checkpointer.wait_until_finished()
+                    raise Preempted(step, checkpointer.directory)
+    finally:
+        preemption.close()
+        checkpointer.wait_until_finished()
+    if guard.skipped:
+        logging.warning("%d steps with a non-finite loss or gradient were skipped.",
+                        guard.skipped)
     if dropped_objects:
         logging.warning("%d objects beyond dataset.max_objects=%d were left out of training "
                         "targets.", dropped_objects, config.dataset.max_objects)

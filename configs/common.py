@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
         max_checkpoints_to_keep=3,
         num_workers=0,  # Grain worker processes; 0 reads in the main process
         prefetch_buffer_size=4,
+        # A step whose loss or gradient is not finite is never applied; then "stop" ends
+        # the run naming the step, "skip" goes on (and counts such steps).
+        on_nonfinite="stop",
     ))
 
     config.eval = ml_collections.ConfigDict(dict(

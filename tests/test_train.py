@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from centernet_jax import checkpointing, train, train_state
+from centernet_jax import checkpointing, sharding, train, train_state
 from configs import hourglass
 from tests.conftest import build_setup
 
@@ -88,3 +88,88 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     metrics_a = json.load(open(straight / "final_metrics.json"))
     metrics_b = json.load(open(interrupted / "final_metrics.json"))
     assert metrics_a == metrics_b
+
+
+def _plant(monkeypatch, at_call, action):
+    """Runs ``action(batch)`` on the ``at_call``-th training batch sent to the devices."""
+    calls = {"n": 0}
+    original = sharding.host_to_global
+
+    def host_to_global(batch, batch_sharding):
+        if "boxes" in batch:  # a training batch (evaluation sends images only)
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                batch = action(dict(batch))
+        return original(batch, batch_sharding)
+
+    monkeypatch.setattr(sharding, "host_to_global", host_to_global)
+
+
+def _nan_image(batch):
+    image = np.array(batch["image"])
+    image[0, 0, 0, 0] = np.nan  # a corrupt input: NaN through the whole forward pass
+    return {**batch, "image": image}
+
+
+def _all_finite(tree):
+    return all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+
+
+def _fast_smoke():
+    config = hourglass.get_config("smoke")
+    config.train.num_epochs = 1  # 8 steps
+    config.eval.every_steps = 0
+    config.eval.num_pictures = 0
+    config.train.checkpoint_every_steps = 4
+    return config
+
+
+def test_planted_nan_stops_naming_the_step(tmp_path, monkeypatch):
+    config = _fast_smoke()
+    _plant(monkeypatch, 6, _nan_image)
+    with pytest.raises(FloatingPointError, match="at step 6"):
+        train.train_and_evaluate(config, str(tmp_path))
+    checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+    assert checkpointer.all_steps() == [4]  # nothing saved at or after the bad step
+    checkpointer.close()
+
+
+def test_planted_nan_is_skipped_when_configured(tmp_path, monkeypatch, caplog):
+    config = _fast_smoke()
+    config.train.on_nonfinite = "skip"
+    _plant(monkeypatch, 6, _nan_image)
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(metrics["AP"])
+    assert "Non-finite loss or gradient at step 6: update skipped" in caplog.text
+    step, params = _final_params(str(tmp_path), config)
+    assert step == 8 and _all_finite(params)
+
+
+def test_sigterm_checkpoints_and_resume_continues_as_if_uninterrupted(tmp_path, monkeypatch):
+    config = _fast_smoke()
+    config.train.checkpoint_every_steps = 100  # only the preemption saves mid-run
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(config, straight)
+
+    def terminate(batch):
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends before killing
+        return batch
+
+    _plant(monkeypatch, 3, terminate)
+    interrupted = str(tmp_path / "interrupted")
+    with pytest.raises(train.Preempted, match="Preempted at step 3"):
+        train.train_and_evaluate(config, interrupted)
+    checkpointer = checkpointing.Checkpointer(os.path.join(interrupted, "checkpoints"))
+    assert checkpointer.all_steps() == [3]
+    checkpointer.close()
+
+    monkeypatch.undo()
+    train.train_and_evaluate(config, interrupted)
+    step_a, params_a = _final_params(straight, config)
+    step_b, params_b = _final_params(interrupted, config)
+    assert step_a == step_b == 8
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(a, b)
+    assert (json.load(open(os.path.join(straight, "final_metrics.json")))
+            == json.load(open(os.path.join(interrupted, "final_metrics.json"))))
