@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from centernet_jax import config_checks, inference, sharding, soft_nms, tasks, viz
+from centernet_jax import config_checks, distributed, inference, sharding, soft_nms, tasks, viz
 from centernet_jax.data import pipeline, sources
 from centernet_jax.evaluators import coco
 from centernet_jax.models import detector
@@ -184,6 +184,7 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
 
     config_checks.validate_config(config)
     sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
+    distributed.initialize()  # multi-host: join the other processes (no-op otherwise)
     test_mode = test_mode or config.eval.test_mode
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)

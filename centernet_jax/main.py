@@ -3,14 +3,23 @@ r"""Command-line entry point.
   python -m centernet_jax.main --config=configs/hourglass.py:demo --workdir=runs/demo
   python -m centernet_jax.main --config=configs/hourglass.py --dry_run
 
+Multi-process (one process per host): every host runs the same command, with
+JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i set, or under
+Slurm, Open MPI or on a Cloud TPU pod, which are detected (``centernet_jax.distributed``).
+
 Everything else lives in ``centernet_jax.train.train_and_evaluate``, which notebooks can
 import and call directly with a config from ``configs/``.
 """
 
-from absl import app, flags
+import sys
+
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
+# 128 + SIGTERM, what a shell reports for a job the signal ended; schedulers that requeue
+# preempted jobs look for a non-zero status.
+PREEMPTED_EXIT_STATUS = 143
 config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a variant: configs/hourglass.py:demo.",
     lock_config=True)
@@ -18,11 +27,17 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pic
 flags.DEFINE_bool("dry_run", False,
                   "Build the model abstractly, print head shapes and the parameter count, "
                   "and exit (no data, no training).")
+flags.DEFINE_bool("log_all_processes", False,
+                  "In multi-process runs, keep INFO logs on every process (by default only "
+                  "process 0 logs below WARNING, so that lines are not repeated per host).")
 
 
 def main(argv):
     # Imported here so that --help and flag errors stay fast.
-    from centernet_jax import cli, train  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    import jax
+
+    from centernet_jax import cli, distributed, sharding, train
 
     config = cli.config_from_flags(argv)
 
@@ -36,8 +51,19 @@ def main(argv):
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required for training.")
     cli.prepare_process()
+    # Both before anything touches devices (see distributed.py for the ordering).
+    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)
+    distributed.initialize()
+    distributed.log_process_info()
+    distributed.quiet_non_primary_logging(FLAGS.log_all_processes)
     with cli.exit_on_user_error():
-        metrics = train.train_and_evaluate(config, FLAGS.workdir)
+        try:
+            metrics = train.train_and_evaluate(config, FLAGS.workdir)
+        except train.Preempted as preempted:
+            logging.warning("%s", preempted)
+            sys.exit(PREEMPTED_EXIT_STATUS)
+    if jax.process_index() > 0:  # one summary per run, not one per host
+        return
     print("COCO bbox: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in
                                     ("AP", "AP50", "AP75", "APs", "APm", "APl")))
 

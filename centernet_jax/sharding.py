@@ -107,8 +107,11 @@ def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:
 def use_host_cpu_devices(count: int) -> None:
     """Splits the host CPU into ``count`` JAX devices (no-op for ``count <= 0``).
 
-    Only possible before JAX initialises its backends; later, a warning says so and the
-    run goes on with the devices it has.
+    The count is per process: N processes give a mesh of N * ``count`` devices. Only
+    possible before JAX initialises its backends (the first device access); later, a
+    warning says so and the run goes on with the devices it has. ``jax.distributed``
+    initialisation may come before or after this call, as long as both precede that
+    first access (``distributed.initialize``).
     """
     if count <= 0:
         return

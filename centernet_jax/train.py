@@ -26,8 +26,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from centernet_jax import (checkpointing, config_checks, convert, evaluate, inference, sharding,
-                           tasks, train_state)
+from centernet_jax import (checkpointing, config_checks, convert, distributed, evaluate,
+                           inference, sharding, tasks, train_state)
 from centernet_jax.data import pipeline, sources, transforms
 from centernet_jax.models import detector
 
@@ -177,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     config_checks.validate_config(config)
     sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
+    distributed.initialize()  # a no-op on one host, or when main has done it
     workdir = os.path.abspath(workdir)
     # The dataset check comes first: a missing dataset must stop the run within seconds.
     task = tasks.make_task(config)

@@ -95,6 +95,24 @@ def test_shuffled_epochs_and_shards_partition_the_examples():
     assert len(np.unique(draws)) == len(draws)  # no two elements share augmentation draws
 
 
+@pytest.mark.parametrize("shard_count", [2, 3])
+def test_global_batch_does_not_depend_on_the_process_count(shard_count):
+    """Process batches stacked in process order equal the one-process batch, row for row,
+    across epoch boundaries (the loss trajectory must not depend on the host count)."""
+    source = _small_source(num_examples=10)
+    local = 2
+    single = pipeline.make_train_iterator(source, _IdAndDraw(), batch_size=local * shard_count,
+                                          seed=3)
+    shards = [pipeline.make_train_iterator(source, _IdAndDraw(), batch_size=local, seed=3,
+                                           shard_index=i, shard_count=shard_count)
+              for i in range(shard_count)]
+    for _ in range(7):
+        want = next(single)
+        got = [next(shard) for shard in shards]
+        for key in ("image_id", "draw"):
+            np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key])
+
+
 def test_eval_shard_indices_by_hand():
     indices, valid = pipeline.eval_shard_indices(11, batch_size=4, shard_index=0, shard_count=2)
     assert indices.tolist() == [0, 1, 2, 3, 4, 5, 0, 0]

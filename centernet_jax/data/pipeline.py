@@ -46,7 +46,8 @@ def make_train_iterator(
 
     The augmentation rng of each element is derived from (seed, global position in the
     repeated, shuffled stream), so a batch does not depend on `num_workers`, and resuming from
-    a saved state reproduces the same batches. `random_map` is applied before sharding (it is
+    a saved state reproduces the same batches. Process p of n gets every n-th batch of
+    `batch_size` consecutive elements, so the assembled global batch is the same for any n. `random_map` is applied before sharding (it is
     lazy, so this costs nothing) so that the processes get independent augmentation draws.
 
     Args:
@@ -74,8 +75,10 @@ def make_train_iterator(
         .repeat()
         .random_map(transform, seed=augment_seed)
     )
-    dataset = dataset[shard_index::shard_count]
+    # Batch first, then deal whole batches to processes: the global batch of step k is then
+    # stream elements [k * B, (k + 1) * B) in order, whatever the number of processes.
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset[shard_index::shard_count]
     iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
     if num_workers > 0:
