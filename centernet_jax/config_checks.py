@@ -26,6 +26,8 @@ def validate_config(config) -> None:
         raise ValueError(f"dataset.max_objects={config.dataset.max_objects} must be positive.")
     if config.train.num_epochs <= 0:
         raise ValueError(f"train.num_epochs={config.train.num_epochs} must be positive.")
+    if config.mesh.num_slices < 1:
+        raise ValueError(f"mesh.num_slices={config.mesh.num_slices} must be >= 1.")
     if config.train.on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"train.on_nonfinite={config.train.on_nonfinite!r}; use 'stop' or "
                          "'skip'.")

@@ -190,7 +190,8 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
     os.makedirs(workdir, exist_ok=True)
     task = tasks.make_task(config)
     source = sources.make_source(config.dataset, config.dataset.eval_split)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp,
+                              num_slices=config.mesh.num_slices)
     model = detector.build_model(config.model, task.heads)
     loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint,
                                       mesh=mesh)

@@ -14,19 +14,25 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None,
+              num_slices: int = 1) -> jax.sharding.Mesh:
     """Builds a ('data', 'fsdp') mesh over all (or the given) devices.
 
     Args:
       data: size of the data-parallel axis; -1 takes every device left by ``fsdp``.
       fsdp: size of the parameter-sharding axis.
       devices: optional explicit device list (defaults to ``jax.devices()``).
+      num_slices: TPU slices (multi-slice): ``data`` is split across them, so only the
+        data-parallel gradient reduction crosses the slower data-centre network (DCN)
+        while ``fsdp``'s gathers stay on each slice's interconnect (ICI). Devices must
+        carry ``slice_index``.
     """
     devices = list(jax.devices() if devices is None else devices)
     num = len(devices)
@@ -39,8 +45,15 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
             f"mesh data={data} x fsdp={fsdp} = {data * fsdp} does not match the {num} "
             "available devices; set mesh.data=-1 to use them all.")
     # Auto axes: linen convolutions on a sharded batch fail under the Explicit default.
-    return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=(AxisType.Auto,) * 2,
-                         devices=devices)
+    axis_types = (AxisType.Auto,) * 2
+    if num_slices > 1:
+        if data % num_slices:
+            raise ValueError(f"mesh.data={data} must be a multiple of mesh.num_slices="
+                             f"{num_slices}: data parallelism is what spans slices.")
+        grid = mesh_utils.create_hybrid_device_mesh(
+            (data // num_slices, fsdp), (num_slices, 1), devices)
+        return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+    return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=axis_types, devices=devices)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:

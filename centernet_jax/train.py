@@ -189,7 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp,
+                              num_slices=config.mesh.num_slices)
     _log_devices(mesh)
     local_batch = sharding.check_batch_size(config.train.batch_size, mesh)
     batch_sharding = sharding.batch_sharding(mesh)

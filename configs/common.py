@@ -95,7 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Device mesh: -1 takes every device not used by the other axis. On a machine without
     # accelerators, host_cpu_devices > 0 splits the CPU into that many JAX devices so that
     # data parallelism keeps every core busy (small convolutions use one core poorly).
-    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, host_cpu_devices=0))
+    # Multi-slice TPU pods: num_slices > 1 spreads `data` over the slices (see
+    # sharding.make_mesh).
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, num_slices=1,
+                                                 host_cpu_devices=0))
     return config
 
 

@@ -1,5 +1,7 @@
 """The sharded train step: 8 fake CPU devices against 1 device."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -62,3 +64,26 @@ def test_fsdp_rule_shards_only_large_divisible_arrays():
     assert sharding.fsdp_partition_spec((128,), 2, min_size=1000) == P()
     assert sharding.fsdp_partition_spec((3, 3, 63, 127), 2, min_size=10) == P()
     assert sharding.fsdp_partition_spec((3, 3, 64, 128), 1, min_size=1) == P()
+
+
+@dataclasses.dataclass(frozen=True)
+class _SliceDevice:
+    """Stands in for a device of a multi-slice pod (CPU devices have no slice_index); not
+    "tpu", whose per-slice layout would also need physical coordinates."""
+    id: int
+    slice_index: int
+    platform: str = "cpu"
+    device_kind: str = "fake"
+    process_index: int = 0
+
+
+def test_multislice_mesh_spans_slices_with_the_data_axis():
+    devices = [_SliceDevice(i, slice_index=i // 4) for i in range(8)]
+    mesh = sharding.make_mesh(data=4, fsdp=2, devices=devices, num_slices=2)
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 2}
+    slices = np.vectorize(lambda d: d.slice_index)(mesh.devices)
+    # Each fsdp group (a row) lives in one slice; the data axis crosses slices.
+    assert all(len(set(row)) == 1 for row in slices)
+    assert set(slices[:, 0]) == {0, 1}
+    with pytest.raises(ValueError, match="multiple of mesh.num_slices"):
+        sharding.make_mesh(data=2, fsdp=4, devices=devices, num_slices=4)
