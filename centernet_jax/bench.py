@@ -58,7 +58,7 @@ def _define_flags() -> None:
                       "models: config files, optionally path:variant (default: the four "
                       "COCO backbones; with --quick their smoke variants).")
     flags.DEFINE_integer("batch", None, "models: throughput / training batch (default 16, "
-                         "quick 4).")
+                         "quick 4); memory: batch per device (default 16).")
     flags.DEFINE_integer("iters", None, "models: timed calls per measurement (default 10, "
                          "quick 3).")
 
@@ -71,9 +71,11 @@ def main(argv: list[str]) -> None:
     FLAGS = flags.FLAGS
     options = {name: getattr(FLAGS, name) for name in ("configs", "batch", "iters")
                if getattr(FLAGS, name) is not None}
-    if options and FLAGS.what != "models":
-        given = ", ".join(f"--{name}" for name in options)
-        raise app.UsageError(f"{given}: only for --what=models")
+    accepted = {"models": {"configs", "batch", "iters"}, "memory": {"configs", "batch"}}
+    extra = set(options) - accepted.get(FLAGS.what, set())
+    if extra:
+        given = ", ".join(f"--{name}" for name in sorted(extra))
+        raise app.UsageError(f"{given}: not an option of --what={FLAGS.what}")
     result = run(FLAGS.what, FLAGS.quick, **options)
     print(report(result))
     if FLAGS.json:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from centernet_jax import bench, decode, targets
-from centernet_jax.benchmarks import models
+from centernet_jax.benchmarks import memory, models
 
 # The quick models suite (2 models) takes ~36 s on 2 idle CPU cores from a cold compilation
 # cache, most of it compiling. The bound leaves room for other jobs on the machine; the real
@@ -244,3 +244,83 @@ def test_cli_writes_json(tmp_path):
         ("detect", "plain", 1), ("detect", "flip", batch), ("train_step", None, batch),
         ("numpy_decode", "plain", batch), ("numpy_targets", None, batch)}
     assert all(r["iters"] == 1 for r in result["rows"])
+
+
+# ---------------------------------------------------------------------------------------
+# memory: the quick suite (smoke hourglass, 8 fake CPU devices from conftest, in-process).
+
+
+@pytest.fixture(scope="module")
+def quick_memory():
+    start = time.perf_counter()
+    result = bench.run("memory", quick=True)
+    print(f"\nquick memory suite: {time.perf_counter() - start:.1f} s\n" + bench.report(result))
+    return result
+
+
+def test_quick_memory_rows_and_json_round_trip(quick_memory):
+    result = json.loads(json.dumps(quick_memory))  # what --json writes
+    assert result == quick_memory
+    assert result["what"] == "memory" and result["fake_devices"] == "in-process"
+    assert result["devices"] == 8 and result["fsdp"] == 8
+    assert result["batch_per_device"] == memory.QUICK_BATCH
+    assert "proxy" in result["note"]
+    rows = result["rows"]
+    assert {(r["dtype"], r["mesh"]) for r in rows} == {
+        (dtype, mesh) for dtype in ("float32", "bfloat16")
+        for mesh in ("data=8,fsdp=1", "data=1,fsdp=8")}
+    for row in rows:
+        assert list(row) == list(memory.ROW_FIELDS)
+        assert row["config"] == "hourglass:smoke" and row["input_hw"] == "64x64"
+        assert row["devices"] == row["data"] * row["fsdp"] == 8
+        assert row["global_batch"] == 8 * row["batch_per_device"] == 8 * memory.QUICK_BATCH
+        for field in ("argument_mbyte", "output_mbyte", "alias_mbyte", "temp_mbyte",
+                      "total_mbyte", "params_mbyte", "opt_state_mbyte", "state_mbyte",
+                      "batch_mbyte", "residual_mbyte", "compile_s", "lower_s"):
+            assert row[field] > 0, (row["dtype"], row["mesh"], field)
+        assert row["generated_code_mbyte"] >= 0
+        assert row["total_mbyte"] == pytest.approx(
+            row["argument_mbyte"] + row["output_mbyte"] + row["temp_mbyte"]
+            - row["alias_mbyte"])
+        # XLA receives exactly the analytic shards: the state and the batch slice.
+        assert row["argument_mbyte"] == pytest.approx(row["state_mbyte"] + row["batch_mbyte"])
+        # The donated state is rewritten in place, all of it.
+        assert row["alias_mbyte"] == pytest.approx(row["state_mbyte"])
+        # Adam's mu and nu: two float32 copies of the parameters (plus two step counters).
+        assert row["opt_state_mbyte"] == pytest.approx(2 * row["params_mbyte"], abs=1e-4)
+        assert row["state_mbyte"] > row["params_mbyte"] + row["opt_state_mbyte"]
+
+
+def test_quick_memory_fsdp_shards_state_and_bf16_halves_activations(quick_memory):
+    case = {(r["dtype"], r["fsdp"]): r for r in quick_memory["rows"]}
+    for dtype in ("float32", "bfloat16"):
+        dp, fsdp = case[dtype, 1], case[dtype, 8]
+        assert dp["sharded_param_fraction"] == 0.0 < fsdp["sharded_param_fraction"]
+        assert fsdp["argument_mbyte"] < dp["argument_mbyte"]
+        assert fsdp["params_mbyte"] < dp["params_mbyte"]
+        assert fsdp["batch_mbyte"] == dp["batch_mbyte"]  # batch split over both axes
+    for fsdp in (1, 8):
+        f32, bf16 = case["float32", fsdp], case["bfloat16", fsdp]
+        # The state is float32 whatever the computation dtype ...
+        assert bf16["state_mbyte"] == f32["state_mbyte"]
+        # ... while the activations kept for the backward pass shrink. (XLA:CPU's temp
+        # bytes do not: it has no bf16 convolutions and converts around each one, so
+        # bf16 temp is about f32 temp there; see the memory module docstring.)
+        assert bf16["residual_mbyte"] < 0.9 * f32["residual_mbyte"]
+    (summary,) = quick_memory["summary"]
+    assert summary["fsdp_over_dp_argument_f32"] == pytest.approx(
+        case["float32", 8]["argument_mbyte"] / case["float32", 1]["argument_mbyte"])
+    assert summary["bf16_over_f32_residual"] < 0.9
+
+
+def test_memory_cli_runs_in_a_subprocess_with_fake_devices(tmp_path):
+    out = tmp_path / "memory.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # One CPU device here: the benchmark must start its own 8-device worker.
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "centernet_jax.bench", "--what=memory", "--quick",
+                    f"--json={out}"], cwd=root, env=env, check=True, capture_output=True,
+                   timeout=600)
+    result = json.loads(out.read_text())
+    assert result["fake_devices"] == "subprocess" and result["devices"] == 8
+    assert len(result["rows"]) == 4 and all(r["devices"] == 8 for r in result["rows"])

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from centernet_jax import inference, tasks, train, train_state
 from centernet_jax import targets as targets_lib
@@ -426,8 +427,11 @@ class Programs:
 
     def wait(self) -> None:
         """Blocks until every queued compile is done (raising the first error)."""
-        for future in list(self._futures.values()):
+        start, total = time.perf_counter(), len(self._futures)
+        for done, future in enumerate(list(self._futures.values()), 1):
             future.result()
+            logging.info("Compiled %d/%d programs (%.0f s).", done, total,
+                         time.perf_counter() - start)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -713,6 +717,7 @@ def bench_models(quick: bool, configs: Sequence[str] | None = None, batch: int |
         compile_seconds = time.perf_counter() - start
         rows, summary = [], []
         for bench in benches:
+            logging.info("Timing %s.", bench.label)
             bench.measure(programs)
             rows += bench.rows
             summary.append(bench.summary())
