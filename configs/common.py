@@ -158,6 +158,27 @@ def shapes_demo(config: ml_collections.ConfigDict, *, num_train: int, input_hw: 
     config.eval.input_hw = tuple(eval_input_hw)
 
 
+def shapes_smoke(config: ml_collections.ConfigDict) -> None:
+    """A few steps of a tiny model on tiny generated images: the tests' end-to-end runs.
+
+    64 training images at batch 8, two epochs (16 steps), evaluated at steps 8 and 16.
+    """
+    config.dataset = shapes_dataset(num_train=64, num_val=16)
+    config.dataset.image_size = (48, 80)
+    config.dataset.max_objects = 8
+    config.input.input_hw = (64, 64)
+    config.input.border = 16
+    config.train.batch_size = 8
+    config.train.learning_rate = 1e-3
+    config.train.num_epochs = 2
+    config.train.lr_drop_epochs = (1,)
+    config.train.log_every_steps = 2
+    config.train.checkpoint_every_steps = 4
+    config.eval.every_steps = 8
+    config.eval.batch_size = 8
+    config.eval.num_pictures = 2
+
+
 def shapes_dataset(num_train: int, num_val: int) -> ml_collections.ConfigDict:
     """The embedded, procedurally generated dataset (no download)."""
     return ml_collections.ConfigDict(dict(

@@ -55,22 +55,9 @@ def get_config(arg: str | None = None):
                                      channels=(8, 16, 24, 32, 48, 64))
         config.model.head_conv = 24
     elif variant == "smoke":
-        config.dataset = common.shapes_dataset(num_train=64, num_val=16)
-        config.dataset.image_size = (48, 80)
-        config.dataset.max_objects = 8
-        config.input.input_hw = (64, 64)
-        config.input.border = 16
+        common.shapes_smoke(config)
         config.model.dla = small_dla(levels=(1, 1, 1, 2, 2, 1), channels=(4, 8, 8, 8, 16, 16))
         config.model.head_conv = 8
-        config.train.batch_size = 8
-        config.train.learning_rate = 1e-3
-        config.train.num_epochs = 2
-        config.train.lr_drop_epochs = (1,)
-        config.train.log_every_steps = 2
-        config.train.checkpoint_every_steps = 4
-        config.eval.every_steps = 8
-        config.eval.batch_size = 8
-        config.eval.num_pictures = 2
     else:
         raise ValueError(f"Unknown dla34 config variant {variant!r}; use one of: coco, demo, smoke.")
     config.variant = variant

@@ -39,24 +39,11 @@ def get_config(arg: str | None = None):
             pre_width=16, cnv_dim=32)
         config.model.head_conv = 32
     elif variant == "smoke":
-        config.dataset = common.shapes_dataset(num_train=64, num_val=16)
-        config.dataset.image_size = (48, 80)
-        config.dataset.max_objects = 8
-        config.input.input_hw = (64, 64)
-        config.input.border = 16
+        common.shapes_smoke(config)
         config.model.hourglass = common.small_hourglass(
             num_stacks=2, depth=2, dims=(8, 12, 16), modules=(1, 1, 1),
             pre_width=8, cnv_dim=8)
         config.model.head_conv = 8
-        config.train.batch_size = 8
-        config.train.learning_rate = 1e-3
-        config.train.num_epochs = 2
-        config.train.lr_drop_epochs = (1,)
-        config.train.log_every_steps = 2
-        config.train.checkpoint_every_steps = 4
-        config.eval.every_steps = 8
-        config.eval.batch_size = 8
-        config.eval.num_pictures = 2
     else:
         raise ValueError(
             f"Unknown hourglass config variant {variant!r}; use one of: coco, demo, smoke.")

@@ -18,6 +18,7 @@ from centernet_jax.convert import official_key_to_flax
 from centernet_jax.models.detector import CenterNet
 from centernet_jax.models.hourglass import HOURGLASS_104, Hourglass
 from centernet_jax.models.layers import upsample_nearest_2x
+from tests.numpy_layers import np_bn, np_conv, np_relu
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 COCO_HEADS = {"hm": 80, "wh": 2, "reg": 2}
@@ -76,38 +77,15 @@ def test_official_keys_map_one_to_one_onto_flax_tree(hg104_abstract_variables):
 # ----------------------------------------------------------------------------- NumPy reference
 
 
-def _np_conv(x, kernel, stride=1, bias=None):
-    """NHWC conv, HWIO kernel, torch padding (k-1)//2 on every side, float64."""
-    k = kernel.shape[0]
-    p = (k - 1) // 2
-    x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    ho = (x.shape[1] - k) // stride + 1
-    wo = (x.shape[2] - k) // stride + 1
-    out = np.zeros((x.shape[0], ho, wo, kernel.shape[3]))
-    for i in range(k):
-        for j in range(k):
-            patch = x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-            out += patch @ kernel[i, j]
-    return out if bias is None else out + bias
-
-
-def _np_bn(x, p, s):
-    return (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
-
-
-def _relu(x):
-    return np.maximum(x, 0.0)
-
-
 def _np_residual(x, p, s, stride=1):
-    y = _relu(_np_bn(_np_conv(x, p["conv1"]["kernel"], stride), p["bn1"], s["bn1"]))
-    y = _np_bn(_np_conv(y, p["conv2"]["kernel"]), p["bn2"], s["bn2"])
+    y = np_relu(np_bn(np_conv(x, p["conv1"]["kernel"], stride), p["bn1"], s["bn1"]))
+    y = np_bn(np_conv(y, p["conv2"]["kernel"]), p["bn2"], s["bn2"])
     if "skip_0" in p:
-        skip = _np_bn(_np_conv(x, p["skip_0"]["kernel"], stride), p["skip_1"], s["skip_1"])
+        skip = np_bn(np_conv(x, p["skip_0"]["kernel"], stride), p["skip_1"], s["skip_1"])
     else:
         assert stride == 1 and x.shape[-1] == y.shape[-1]
         skip = x
-    return _relu(y + skip)
+    return np_relu(y + skip)
 
 
 def _np_level(x, p, s, dims, modules):
@@ -129,20 +107,20 @@ def _np_level(x, p, s, dims, modules):
 
 
 def _np_hourglass(images, p, s, cfg):
-    x = _relu(_np_bn(_np_conv(images, p["pre_0"]["conv"]["kernel"], 2), p["pre_0"]["bn"], s["pre_0"]["bn"]))
+    x = np_relu(np_bn(np_conv(images, p["pre_0"]["conv"]["kernel"], 2), p["pre_0"]["bn"], s["pre_0"]["bn"]))
     inter = _np_residual(x, p["pre_1"], s["pre_1"], stride=2)
     outs = []
     for k in range(cfg["num_stacks"]):
         kp = _np_level(inter, p[f"kps_{k}"], s[f"kps_{k}"], cfg["dims"], cfg["modules"])
-        cnv = _np_conv(kp, p[f"cnvs_{k}"]["conv"]["kernel"])
-        cnv = _relu(_np_bn(cnv, p[f"cnvs_{k}"]["bn"], s[f"cnvs_{k}"]["bn"]))
+        cnv = np_conv(kp, p[f"cnvs_{k}"]["conv"]["kernel"])
+        cnv = np_relu(np_bn(cnv, p[f"cnvs_{k}"]["bn"], s[f"cnvs_{k}"]["bn"]))
         outs.append(cnv)
         if k < cfg["num_stacks"] - 1:
-            a = _np_conv(inter, p[f"inters__{k}_0"]["kernel"])
-            a = _np_bn(a, p[f"inters__{k}_1"], s[f"inters__{k}_1"])
-            b = _np_conv(cnv, p[f"cnvs__{k}_0"]["kernel"])
-            b = _np_bn(b, p[f"cnvs__{k}_1"], s[f"cnvs__{k}_1"])
-            inter = _np_residual(_relu(a + b), p[f"inters_{k}"], s[f"inters_{k}"])
+            a = np_conv(inter, p[f"inters__{k}_0"]["kernel"])
+            a = np_bn(a, p[f"inters__{k}_1"], s[f"inters__{k}_1"])
+            b = np_conv(cnv, p[f"cnvs__{k}_0"]["kernel"])
+            b = np_bn(b, p[f"cnvs__{k}_1"], s[f"cnvs__{k}_1"])
+            inter = _np_residual(np_relu(a + b), p[f"inters_{k}"], s[f"inters_{k}"])
     return outs
 
 
@@ -201,7 +179,7 @@ def test_train_mode_updates_batch_stats_with_torch_momentum(tiny_setup):
         eval_outs = apply(variables, x, train=False)
     assert [o.shape for o in outs] == [(2, 8, 8, 10)] * 2
     # First BN sees the raw 7x7 s2 conv output; new = 0.9 old + 0.1 batch statistic.
-    conv = _np_conv(images, variables["params"]["pre_0"]["conv"]["kernel"], 2)
+    conv = np_conv(images, variables["params"]["pre_0"]["conv"]["kernel"], 2)
     old = variables["batch_stats"]["pre_0"]["bn"]
     new = updates["batch_stats"]["pre_0"]["bn"]
     expected_mean = 0.9 * old["mean"] + 0.1 * conv.mean((0, 1, 2))

@@ -20,6 +20,7 @@ import pytest
 from centernet_jax.models import detector, resnet
 from centernet_jax.models.resnet import ConvTranspose2d, ResNet
 from configs import resnet18, resnet101
+from tests.numpy_layers import np_bn, np_conv, np_relu
 from tests.conftest import build_setup, random_batch
 
 PARITY_FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "parity"
@@ -151,21 +152,6 @@ def test_bad_config_values_are_clear_errors(fields, message):
 # ----------------------------------------------------------------------------- NumPy reference
 
 
-def _np_conv(x, kernel, stride=1, padding=None, bias=None):
-    """torch Conv2d in NHWC with an HWIO kernel, symmetric padding (k-1)//2, float64."""
-    k = kernel.shape[0]
-    p = (k - 1) // 2 if padding is None else padding
-    x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    ho = (x.shape[1] - k) // stride + 1
-    wo = (x.shape[2] - k) // stride + 1
-    out = np.zeros((x.shape[0], ho, wo, kernel.shape[3]))
-    for i in range(k):
-        for j in range(k):
-            patch = x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-            out += patch @ kernel[i, j]
-    return out if bias is None else out + bias
-
-
 def _np_conv_transpose(x, kernel, stride, padding):
     """torch ConvTranspose2d by its definition: out[i*s - p + a] += x[i] @ W[:, :, a],
 
@@ -188,26 +174,18 @@ def _np_max_pool_3x3_s2(x):
                    for i in range(3) for j in range(3)], axis=0)
 
 
-def _np_bn(x, p, s):
-    return (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
-
-
-def _relu(x):
-    return np.maximum(x, 0.0)
-
-
 def _np_basic_block(x, p, s, stride):
-    y = _relu(_np_bn(_np_conv(x, p["conv1"]["kernel"], stride), p["bn1"], s["bn1"]))
-    y = _np_bn(_np_conv(y, p["conv2"]["kernel"]), p["bn2"], s["bn2"])
+    y = np_relu(np_bn(np_conv(x, p["conv1"]["kernel"], stride), p["bn1"], s["bn1"]))
+    y = np_bn(np_conv(y, p["conv2"]["kernel"]), p["bn2"], s["bn2"])
     if "downsample_0" in p:
-        x = _np_bn(_np_conv(x, p["downsample_0"]["kernel"], stride),
+        x = np_bn(np_conv(x, p["downsample_0"]["kernel"], stride),
                    p["downsample_1"], s["downsample_1"])
-    return _relu(y + x)
+    return np_relu(y + x)
 
 
 def _np_resnet18(x, p, s, deformable):
     """res_18 / resdcn_18 forward; DCN with zero offset/mask conv = 0.5 * conv + bias."""
-    x = _relu(_np_bn(_np_conv(x, p["conv1"]["kernel"], 2), p["bn1"], s["bn1"]))
+    x = np_relu(np_bn(np_conv(x, p["conv1"]["kernel"], 2), p["bn1"], s["bn1"]))
     x = _np_max_pool_3x3_s2(x)
     for layer in range(4):
         for block in range(2):
@@ -218,11 +196,11 @@ def _np_resnet18(x, p, s, deformable):
         i = stage * per_stage
         if deformable:
             dcn = p[f"deconv_layers_{i}"]
-            x = 0.5 * _np_conv(x, dcn["kernel"]) + dcn["bias"]
-            x = _relu(_np_bn(x, p[f"deconv_layers_{i + 1}"], s[f"deconv_layers_{i + 1}"]))
+            x = 0.5 * np_conv(x, dcn["kernel"]) + dcn["bias"]
+            x = np_relu(np_bn(x, p[f"deconv_layers_{i + 1}"], s[f"deconv_layers_{i + 1}"]))
             i += 3
         x = _np_conv_transpose(x, p[f"deconv_layers_{i}"]["kernel"], stride=2, padding=1)
-        x = _relu(_np_bn(x, p[f"deconv_layers_{i + 1}"], s[f"deconv_layers_{i + 1}"]))
+        x = np_relu(np_bn(x, p[f"deconv_layers_{i + 1}"], s[f"deconv_layers_{i + 1}"]))
     return x
 
 

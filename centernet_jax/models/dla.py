@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from centernet_jax.models.dcn import DeformableConv
-from centernet_jax.models.layers import DType, batch_norm, conv2d
+from centernet_jax.models.layers import DType, batch_norm, conv2d, image_hw, padded_hw
 
 Array = jax.Array
 
@@ -384,15 +384,13 @@ class DLA(nn.Module):
 
     def check_input_shape(self, shape: Sequence[int]) -> None:
         """Raises ValueError unless `shape` is [B, H, W, C] with H, W multiples of 32."""
-        if len(shape) != 4:
-            raise ValueError(f"DLA expects NHWC images [B, H, W, C], got shape {tuple(shape)}")
-        h, w = shape[1], shape[2]
+        h, w = image_hw(shape, "DLA")
         m = INPUT_MULTIPLE
         if h < 1 or w < 1 or h % m or w % m:
             raise ValueError(
                 f"DLA needs input height and width that are multiples of {m} (five stride-2 "
                 f"levels, then up-sampling back); got {h}x{w}. Pad the image, e.g. to "
-                f"{max(1, -(-h // m)) * m}x{max(1, -(-w // m)) * m}.")
+                f"{padded_hw(h, w, m)}.")
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> list[Array]:

@@ -48,6 +48,8 @@ from centernet_jax.models.layers import (
     Residual,
     batch_norm,
     conv2d,
+    image_hw,
+    padded_hw,
     upsample_nearest_2x,
 )
 
@@ -176,9 +178,7 @@ class Hourglass(nn.Module):
         4 * 2**depth (128 for Hourglass-104) always work; so do sizes up to 3 below one
         (e.g. 511 or 127, the triplets canvases), as in the official model.
         """
-        if len(shape) != 4:
-            raise ValueError(f"Hourglass expects NHWC images [B, H, W, C], got shape {tuple(shape)}")
-        h, w = shape[1], shape[2]
+        h, w = image_hw(shape, "Hourglass")
         level = 2**self.depth
         if h < 1 or w < 1 or output_size(h) % level or output_size(w) % level:
             m = self.input_multiple
@@ -186,7 +186,7 @@ class Hourglass(nn.Module):
                 f"Hourglass with depth {self.depth} needs input height and width that are "
                 f"multiples of 4 * 2**{self.depth} = {m} (e.g. {m}, {2 * m}, {4 * m}; more "
                 f"exactly ceil(size / 4) divisible by {level}); got {h}x{w}. Pad the image, "
-                f"e.g. to {max(1, -(-h // m)) * m}x{max(1, -(-w // m)) * m}."
+                f"e.g. to {padded_hw(h, w, m)}."
             )
 
     @nn.compact

@@ -170,6 +170,20 @@ class Residual(nn.Module):
         return nn.relu(y + skip)
 
 
+def image_hw(shape, model: str) -> tuple[int, int]:
+    """(H, W) of an NHWC image batch shape; ValueError naming ``model`` for another rank."""
+    if len(shape) != 4:
+        raise ValueError(f"{model} expects NHWC images [B, H, W, C], got shape {tuple(shape)}")
+    return shape[1], shape[2]
+
+
+def padded_hw(height: int, width: int, multiple: int) -> str:
+    """The nearest larger size with both sides multiples of ``multiple``, as "HxW"."""
+    def round_up(size: int) -> int:
+        return max(1, -(-size // multiple)) * multiple
+    return f"{round_up(height)}x{round_up(width)}"
+
+
 def upsample_nearest_2x(x: Array) -> Array:
     """Nearest-neighbour x2 upsampling (torch `nn.Upsample(scale_factor=2)`).
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from centernet_jax.models.dcn import DeformableConv
-from centernet_jax.models.layers import DType, batch_norm, conv2d
+from centernet_jax.models.layers import DType, batch_norm, conv2d, image_hw, padded_hw
 
 Array = jax.Array
 
@@ -291,15 +291,12 @@ class ResNet(nn.Module):
         The network's output is 8 * ceil(H / 32) (torch arithmetic), which equals
         ceil(H / 4) exactly for H a multiple of 32 or up to 3 below one.
         """
-        if len(shape) != 4:
-            raise ValueError(f"ResNet expects NHWC images [B, H, W, C], got shape {tuple(shape)}")
-        h, w = shape[1], shape[2]
+        h, w = image_hw(shape, "ResNet")
         if min(h, w) < 1 or output_size(h) != -(-h // 4) or output_size(w) != -(-w // 4):
             m = INPUT_MULTIPLE
             raise ValueError(
                 f"ResNet needs input height and width that are multiples of {m} (the stride of "
-                f"layer4); got {h}x{w}. Pad the image, e.g. to "
-                f"{max(1, -(-h // m)) * m}x{max(1, -(-w // m)) * m}.")
+                f"layer4); got {h}x{w}. Pad the image, e.g. to {padded_hw(h, w, m)}.")
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> list[Array]:
