@@ -34,7 +34,7 @@ from centernet_jax.models import detector
 
 TEST_MODES = config_checks.TEST_MODES
 # Fields of an eval batch that map detections back to the original image.
-_META_FIELDS = ("image_id", "center", "scale", "valid")
+_META_FIELDS = ("image_id", "center", "scale", "valid", "num_unreadable")
 
 
 class Evaluator:
@@ -82,6 +82,7 @@ class Evaluator:
         evaluator.reset()
         per_image: dict[int, list[dict[str, np.ndarray]]] = {}
         picture_batch = None
+        unreadable = 0
         for scale in self.scales:
             for batch, images, detections, in_image in self._run_scale(variables, scale, step):
                 if picture_batch is None and scale == self._picture_scale():
@@ -89,6 +90,8 @@ class Evaluator:
                 if jax.process_index() != 0:
                     continue
                 valid = np.asarray(in_image["valid"], bool)
+                if scale == self.scales[0]:
+                    unreadable += int(np.sum(in_image["num_unreadable"]))
                 if not self.merge:
                     evaluator.add(in_image["image_id"], in_image["boxes"], in_image["scores"],
                                   in_image["classes"], valid=valid)
@@ -106,14 +109,20 @@ class Evaluator:
                               merged["scores"][None], merged["classes"][None])
         metrics = {}
         if jax.process_index() == 0:
+            if unreadable:
+                logging.warning("%d evaluation image(s) could not be read and were scored as "
+                                "images without detections (see the warnings naming them).",
+                                unreadable)
             metrics = evaluator.compute()
+            metrics["unreadable_images"] = float(unreadable)
             logging.info("COCO evaluation (%s) at step %d:\n%s", self.test_mode, step,
                          evaluator.last_summary)
             if workdir:
                 evaluator.write_results(os.path.join(
                     workdir, results_name or f"results_step_{step}.json"))
         metrics = multihost_utils.broadcast_one_to_all(
-            {name: np.float32(metrics.get(name, 0.0)) for name in coco.METRIC_NAMES})
+            {name: np.float32(metrics.get(name, 0.0))
+             for name in (*coco.METRIC_NAMES, "unreadable_images")})
         metrics = {name: float(v) for name, v in metrics.items()}
         if picture_batch is not None and self.config.eval.num_pictures > 0:
             self._pictures(variables, step, *picture_batch, workdir=workdir, writer=writer)
@@ -188,8 +197,9 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
     test_mode = test_mode or config.eval.test_mode
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    task = tasks.make_task(config)
     source = sources.make_source(config.dataset, config.dataset.eval_split)
+    sources.fill_dataset_facts(config, source)
+    task = tasks.make_task(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp,
                               num_slices=config.mesh.num_slices)
     model = detector.build_model(config.model, task.heads)

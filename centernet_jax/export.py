@@ -279,6 +279,7 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from centernet_jax import cli, config_checks, inference, tasks
+    from centernet_jax.data import sources
     from centernet_jax.models import detector
     # pylint: enable=g-import-not-at-top
 
@@ -286,6 +287,7 @@ def main(argv: list[str]) -> None:
     cli.prepare_process()
     with cli.exit_on_user_error():
         config_checks.validate_config(config)
+        sources.fill_dataset_facts_from_run(config, flags.FLAGS.workdir)
         model = detector.build_model(config.model, tasks.make_task(config).heads)
         loaded = inference.load_variables(config, model, workdir=flags.FLAGS.workdir,
                                           checkpoint=flags.FLAGS.checkpoint)

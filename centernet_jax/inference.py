@@ -38,10 +38,11 @@ def eval_input_hw(config) -> tuple[int, int]:
 
 
 def make_eval_transform(config, test_scale: float = 1.0) -> transforms.EvalTransform:
-    """The official fix_res test pre-processing at one test scale (spec §5.3, §5.5)."""
+    """The official test pre-processing (fix_res or keep_res) at one test scale (§5.3, §5.5)."""
     return transforms.EvalTransform(
         input_hw=eval_input_hw(config), down_ratio=config.input.down_ratio,
         max_objects=config.dataset.max_objects, mean=config.input.mean, std=config.input.std,
+        resize_mode=config.eval.resize_mode, keep_res_pad=config.eval.keep_res_pad,
         test_scale=test_scale)
 
 

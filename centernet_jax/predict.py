@@ -48,7 +48,7 @@ import numpy as np
 from absl import logging
 
 from centernet_jax import inference, tasks, viz
-from centernet_jax.data import shapes, sources
+from centernet_jax.data import coco, shapes, sources, voc
 from centernet_jax.models import detector
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -128,10 +128,15 @@ def class_names(dataset_config, num_classes: int) -> tuple[tuple[str, ...], tupl
     Shapes and COCO use their constants; any other dataset (or a class count that does not
     match the constants) gets ``class_<i>`` with ids 1..C.
     """
+    recorded = dataset_config.get("class_names") if hasattr(dataset_config, "get") else None
+    if recorded and len(recorded) == num_classes:  # written by training (fill_dataset_facts)
+        ids = dataset_config.get("category_ids") or range(1, num_classes + 1)
+        return tuple(recorded), tuple(int(i) for i in ids)
     name = dataset_config.get("name") if hasattr(dataset_config, "get") else None
     known = {
         "shapes": (tuple(shapes.CLASS_NAMES), tuple(range(1, len(shapes.CLASS_NAMES) + 1))),
-        "coco": (tuple(sources.COCO_CLASS_NAMES), tuple(sources.COCO_CATEGORY_IDS)),
+        "coco": (tuple(coco.COCO_CLASS_NAMES), tuple(coco.COCO_CATEGORY_IDS)),
+        "voc": (tuple(voc.CLASS_NAMES), tuple(voc.CATEGORY_IDS)),
     }
     if name in known and len(known[name][0]) == num_classes:
         return known[name]
@@ -287,6 +292,7 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
     paths = find_images(inputs)  # fails before any model work
     os.makedirs(output_dir, exist_ok=True)
 
+    sources.fill_dataset_facts_from_run(config, workdir)
     task = tasks.make_task(config)
     model = detector.build_model(config.model, task.heads)
     loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint)

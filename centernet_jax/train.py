@@ -28,11 +28,14 @@ from jax.experimental import multihost_utils
 
 from centernet_jax import (checkpointing, config_checks, convert, distributed, evaluate,
                            inference, sharding, tasks, train_state)
-from centernet_jax.data import pipeline, sources, transforms
+from centernet_jax.data import pipeline, sanitize, sources, transforms
 from centernet_jax.models import detector
 
-# Batch fields the jitted steps consume; the rest (ids, counters) stay on the host.
-TRAIN_FIELDS = ("image", "boxes", "classes", "mask")
+# Batch fields the jitted steps consume; the rest (ids, ...) stay on the host. The bad-data
+# counters ride along so that the step sums them over the global batch, every process alike.
+TRAIN_FIELDS = ("image", "boxes", "classes", "mask", *sanitize.COUNTERS)
+
+
 def output_hw(config) -> tuple[int, int]:
     """The output grid of the configured training input size."""
     return inference.grid_hw(config.input.input_hw, config.input.down_ratio)
@@ -65,7 +68,8 @@ def make_train_step(model, task, tx, target_hw) -> Callable:
             (state.params, state.opt_state, state.batch_stats))
         metrics = {"loss": loss, **parts, "grad_norm": grad_norm,
                    "objects_per_image": jnp.sum(target["mask"]) / target["mask"].shape[0],
-                   "nonfinite": 1.0 - finite.astype(jnp.float32)}
+                   "nonfinite": 1.0 - finite.astype(jnp.float32),
+                   **{name: jnp.sum(batch[name]) for name in sanitize.COUNTERS}}
         new_state = state.replace(step=state.step + 1, params=params,
                                   batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
@@ -73,14 +77,14 @@ def make_train_step(model, task, tx, target_hw) -> Callable:
     return train_step
 
 
-def _train_transform(config):
+def _train_transform(config, flip_pairs=()):
     return transforms.TrainTransform(
         input_hw=tuple(config.input.input_hw), down_ratio=config.input.down_ratio,
         max_objects=config.dataset.max_objects, mean=config.input.mean,
-        std=config.input.std, flip_prob=config.input.flip_prob,
-        scale_choices=tuple(config.input.scale_choices), border=config.input.border,
-        not_rand_crop=config.input.not_rand_crop, shift=config.input.shift,
-        scale=config.input.scale, color_aug=config.input.color_aug)
+        std=config.input.std, flip_prob=config.input.flip_prob, flip_pairs=tuple(flip_pairs),
+        crop_mode=config.input.crop_mode, scale_choices=tuple(config.input.scale_choices),
+        border=config.input.border, shift=config.input.shift, scale=config.input.scale,
+        ddd_aug_prob=config.input.ddd_aug_prob, color_aug=config.input.color_aug)
 
 
 class Preempted(RuntimeError):
@@ -156,12 +160,30 @@ class _NonFiniteGuard:
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-    """Means over the finite steps of ``history`` (NaN where every step was non-finite)."""
+    """Means over the finite steps of ``history`` (NaN where every step was non-finite).
+
+    The data counters are not means: see ``_count_data``.
+    """
     stacked = [m for m in jax.device_get(history) if not m["nonfinite"] > 0]
-    names = [name for name in history[0] if name != "nonfinite"]
+    names = [name for name in history[0]
+             if name != "nonfinite" and name not in sanitize.COUNTERS]
     if not stacked:
         return {name: float("nan") for name in names}
     return {name: float(np.mean([m[name] for m in stacked])) for name in names}
+
+
+def _count_data(history: list[dict[str, jax.Array]], totals: dict[str, int]) -> None:
+    """Adds the steps' bad-data counters to ``totals``; logs what grew since the last call."""
+    grown = {}
+    for name in sanitize.COUNTERS:
+        count = int(sum(int(m[name]) for m in jax.device_get(history)))
+        if count:
+            totals[name] += count
+            grown[name] = count
+    if grown:
+        logging.warning("Input data since the last log: %s (totals so far: %s).",
+                        ", ".join(f"{n} {c} ({sanitize.COUNTERS[n]})" for n, c in grown.items()),
+                        ", ".join(f"{n} {c}" for n, c in totals.items()))
 
 
 def _log_devices(mesh) -> None:
@@ -180,9 +202,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     distributed.initialize()  # a no-op on one host, or when main has done it
     workdir = os.path.abspath(workdir)
     # The dataset check comes first: a missing dataset must stop the run within seconds.
-    task = tasks.make_task(config)
     train_source = sources.make_source(config.dataset, config.dataset.train_split)
     eval_source = sources.make_source(config.dataset, config.dataset.eval_split)
+    sources.fill_dataset_facts(config, train_source)  # e.g. the class count of a COCO json
+    task = tasks.make_task(config)
 
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -207,7 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state_shardings = sharding.state_shardings(abstract_state, mesh)
 
     train_iter = pipeline.make_train_iterator(
-        train_source, _train_transform(config), batch_size=local_batch, seed=config.seed,
+        train_source, _train_transform(config, getattr(train_source, "flip_pairs", None) or ()),
+        batch_size=local_batch, seed=config.seed,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
         num_workers=config.train.num_workers,
         prefetch_buffer_size=config.train.prefetch_buffer_size)
@@ -253,7 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = int(jax.device_get(state.step))
     eval_metrics: dict[str, float] = {}
     history: list[dict[str, jax.Array]] = []
-    dropped_objects = 0
+    data_counts = {name: 0 for name in sanitize.COUNTERS}
     guard = _NonFiniteGuard(config.train.on_nonfinite)
     preemption = _PreemptionWatch()
     start = time.time()
@@ -262,7 +286,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             while step < total_steps:
                 with progress.timed("input", wait_jax_async_dispatch=False):
                     batch = next(train_iter)
-                dropped_objects += int(np.sum(batch["num_dropped"]))
                 global_batch = sharding.host_to_global(
                     {k: batch[k] for k in TRAIN_FIELDS}, batch_sharding)
                 state, metrics = train_step(state, global_batch)
@@ -275,9 +298,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if step % config.train.log_every_steps == 0 or is_last:
                     guard.check()
                     summary = _mean_metrics(history)
+                    _count_data(history, data_counts)
                     history = []
                     summary["learning_rate"] = float(schedule(step - 1))
-                    summary["objects_dropped_total"] = float(dropped_objects)
+                    summary.update({f"data_{name}_total": float(count)
+                                    for name, count in data_counts.items()})
                     summary["nonfinite_steps_total"] = float(guard.skipped)
                     writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
 
@@ -302,9 +327,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if guard.skipped:
         logging.warning("%d steps with a non-finite loss or gradient were skipped.",
                         guard.skipped)
-    if dropped_objects:
-        logging.warning("%d objects beyond dataset.max_objects=%d were left out of training "
-                        "targets.", dropped_objects, config.dataset.max_objects)
+    if any(data_counts.values()):
+        logging.warning(
+            "Input data over this run (since it last started): %s. dataset.max_objects=%d.",
+            "; ".join(f"{count} {sanitize.COUNTERS[name]}"
+                      for name, count in data_counts.items()), config.dataset.max_objects)
     if not eval_metrics:  # a rerun of a finished run: report its final checkpoint
         eval_metrics = evaluator(state.variables, step, workdir, writer)
     checkpointer.wait_until_finished()

@@ -23,12 +23,16 @@ def base_config() -> ml_collections.ConfigDict:
         mean=COCO_MEAN_BGR,
         std=COCO_STD_BGR,
         flip_prob=0.5,
-        # Official random-crop augmentation: s = max(h, w) * choice(scale_choices).
+        # The crop window (data/transforms.py): "random_crop" (official default: s = max(h, w)
+        # * choice(scale_choices), centre within `border`), "shift_scale" (official
+        # --not_rand_crop: normal jitter of `shift` and `scale`) or "ddd" (KITTI: that jitter
+        # with probability ddd_aug_prob, shifts relative to the image size).
+        crop_mode="random_crop",
         scale_choices=(0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
         border=128,
-        not_rand_crop=False,  # the alternative scale/shift jitter
         shift=0.1,
         scale=0.4,
+        ddd_aug_prob=0.5,
         color_aug=True,
     ))
 
@@ -74,9 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict(dict(
         every_steps=0,  # 0: evaluate only at the end of training
         batch_size=32,
-        # Evaluation input (fix_res letterbox); () uses input.input_hw. The model is fully
-        # convolutional, so it may differ from the training size.
+        # Evaluation input canvas; () uses input.input_hw. The model is fully convolutional,
+        # so it may differ from the training size. resize_mode "fix_res" letterboxes into it;
+        # "keep_res" (official COCO testing) pads each image to (size | keep_res_pad) + 1
+        # without resizing, placed in this canvas, which must hold the largest such size.
         input_hw=(),
+        resize_mode="fix_res",
+        keep_res_pad=31,  # 127 for the hourglass
         top_k=100,
         num_pictures=4,  # validation images drawn to PNG and TensorBoard
         vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval
@@ -114,11 +122,126 @@ def coco_dataset() -> ml_collections.ConfigDict:
     ))
 
 
+# ImageNet mean/std in RGB order, which the official KITTI and Pascal loaders apply to BGR
+# images (spec §6); kept for reproduction.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def voc_dataset() -> ml_collections.ConfigDict:
+    """Pascal VOC: train on 2007+2012 trainval, test on 2007 test (TFDS voc/2007, voc/2012)."""
+    return ml_collections.ConfigDict(dict(
+        name="voc",
+        data_dir=config_dict.placeholder(str),
+        num_classes=20,
+        max_objects=50,  # official pascal.py
+        drop_difficult=False,  # the official loader trains on difficult objects too
+        train_split="train",
+        eval_split="test",
+    ))
+
+
+def pascal_recipe(config: ml_collections.ConfigDict, *, input_size: int = 384) -> None:
+    """The official ctdet_pascal recipe: batch 32, lr 1.25e-4, 70 epochs, drops at 45 and 60,
+    fix_res at `input_size` (384 or 512) for training and testing, ImageNet mean/std on BGR."""
+    config.dataset = voc_dataset()
+    config.input.input_hw = (input_size, input_size)
+    config.input.mean = IMAGENET_MEAN
+    config.input.std = IMAGENET_STD
+    config.train.batch_size = 32
+    config.train.learning_rate = 1.25e-4
+    config.train.num_epochs = 70
+    config.train.lr_drop_epochs = (45, 60)
+    config.train.checkpoint_every_steps = 2000
+    config.eval.every_steps = 5000
+    config.eval.input_hw = ()
+
+
+def coco_json_dataset() -> ml_collections.ConfigDict:
+    """Any COCO-format dataset: an annotation json and an image folder per split.
+
+    Class names and count come from the json's categories. `val_*` default to the training
+    files (with a warning). Set them from the command line, e.g.
+    --config.dataset.annotations=data/train.json --config.dataset.images=data/train_images.
+    """
+    return ml_collections.ConfigDict(dict(
+        name="coco_json",
+        annotations=config_dict.placeholder(str),
+        images=config_dict.placeholder(str),
+        val_annotations=config_dict.placeholder(str),
+        val_images=config_dict.placeholder(str),
+        num_classes=config_dict.placeholder(int),  # unset: from the json
+        max_objects=128,
+        drop_crowd=False,
+        skip_empty=False,
+        train_split="train",
+        eval_split="val",
+    ))
+
+
+def coco_keypoints_dataset() -> ml_collections.ConfigDict:
+    """COCO 2017 person keypoints (our TFDS builder; `python -m centernet_jax.prepare`)."""
+    return ml_collections.ConfigDict(dict(
+        name="coco_keypoints",
+        data_dir=config_dict.placeholder(str),
+        num_classes=1,
+        max_objects=32,  # official coco_hp.py
+        skip_empty=True,  # official: training images without people are left out
+        drop_crowd=False,
+        train_split="train",
+        eval_split="validation",
+    ))
+
+
+def kitti_dataset(split_set: str = "3dop") -> ml_collections.ConfigDict:
+    """KITTI object with P2 calibration (our TFDS builder), 3DOP or SubCNN train/val split."""
+    return ml_collections.ConfigDict(dict(
+        name="kitti",
+        data_dir=config_dict.placeholder(str),
+        split_set=split_set,
+        num_classes=3,
+        max_objects=50,  # official kitti.py
+        train_split="train",
+        eval_split="validation",
+    ))
+
+
+def kitti_input(config: ml_collections.ConfigDict) -> None:
+    """The official ddd input: 384x1280, jitter with probability 0.5, no flip, no colour
+    augmentation, ImageNet mean/std on BGR, fix_res testing."""
+    config.input.input_hw = (384, 1280)
+    config.input.crop_mode = "ddd"
+    config.input.ddd_aug_prob = 0.5
+    config.input.flip_prob = 0.0
+    config.input.color_aug = False
+    config.input.mean = IMAGENET_MEAN
+    config.input.std = IMAGENET_STD
+    config.eval.resize_mode = "fix_res"
+    config.eval.input_hw = ()
+
+
+def custom_recipe(config: ml_collections.ConfigDict) -> None:
+    """Training on a COCO-format folder with the model's COCO recipe, 512x512 input,
+    evaluated with fix_res (image sizes of custom data are unknown in advance)."""
+    config.dataset = coco_json_dataset()
+    config.eval.resize_mode = "fix_res"
+    config.eval.input_hw = ()
+
+
 def coco_recipe(config: ml_collections.ConfigDict, *, batch_size: int, learning_rate: float,
                 num_epochs: int, lr_drop_epochs: tuple[int, ...],
-                eval_every_steps: int = 20000, eval_batch_size: int = 32) -> None:
-    """An official COCO 2017 ctdet recipe at 512x512: Adam, step drops of x0.1 (spec §6)."""
+                eval_every_steps: int = 20000, eval_batch_size: int = 32,
+                keep_res_pad: int = 31) -> None:
+    """An official COCO 2017 ctdet recipe at 512x512: Adam, step drops of x0.1 (spec §6).
+
+    Testing is keep_res as officially: COCO's longest side is 640, so the canvas is
+    (640 | pad) + 1 = 672 (pad 31) or 768 (pad 127, the hourglass).
+    """
     config.dataset = coco_dataset()
+    config.eval.resize_mode = "keep_res"
+    config.eval.keep_res_pad = keep_res_pad
+    canvas = (640 | keep_res_pad) + 1
+    config.eval.input_hw = (canvas, canvas)
     config.input.input_hw = (512, 512)
     config.train.batch_size = batch_size
     config.train.learning_rate = learning_rate
@@ -142,7 +265,7 @@ def shapes_demo(config: ml_collections.ConfigDict, *, num_train: int, input_hw: 
     """
     config.dataset = shapes_dataset(num_train=num_train, num_val=256)
     config.input.input_hw = tuple(input_hw)
-    config.input.not_rand_crop = True
+    config.input.crop_mode = "shift_scale"
     config.input.shift = 0.05
     config.input.scale = 0.1
     config.input.color_aug = False  # shapes already have random colours; saves CPU

@@ -11,6 +11,12 @@ Variants:
          heads 256 wide. Officially the backbone starts from ImageNet DLA-34 weights:
          convert them with `python -m centernet_jax.convert --imagenet` and pass
          `--config.init.checkpoint=...`.
+  custom the coco recipe on any COCO-format folder: --config.dataset.annotations=FILE.json
+         --config.dataset.images=DIR (and val_annotations / val_images); the classes come
+         from the json.
+  pascal / pascal_512
+         the official ctdet_pascal_dla recipe on VOC 07+12 (384 or 512 input, batch 32,
+         lr 1.25e-4, 70 epochs, drops at 45 and 60).
   demo   a narrow DLA (same structure, DCN included) on the embedded shapes dataset;
          trains and evaluates on a 2-core CPU in minutes.
   smoke  a tiny model and a few steps; used by the tests.
@@ -37,9 +43,15 @@ def get_config(arg: str | None = None):
     config = common.base_config()
     config.model.backbone = "dla"
 
-    if variant == "coco":
+    if variant in ("coco", "custom"):
         common.coco_recipe(config, batch_size=128, learning_rate=5e-4, num_epochs=140,
                            lr_drop_epochs=(90, 120), eval_every_steps=10000)
+        if variant == "custom":
+            common.custom_recipe(config)
+        config.model.dla = dla_34()
+        config.model.head_conv = 256
+    elif variant in ("pascal", "pascal_512"):
+        common.pascal_recipe(config, input_size=512 if variant == "pascal_512" else 384)
         config.model.dla = dla_34()
         config.model.head_conv = 256
     elif variant == "demo":
@@ -59,6 +71,6 @@ def get_config(arg: str | None = None):
         config.model.dla = small_dla(levels=(1, 1, 1, 2, 2, 1), channels=(4, 8, 8, 8, 16, 16))
         config.model.head_conv = 8
     else:
-        raise ValueError(f"Unknown dla34 config variant {variant!r}; use one of: coco, demo, smoke.")
+        raise ValueError(f"Unknown dla34 config variant {variant!r}; use one of: coco, custom, pascal, pascal_512, demo, smoke.")
     config.variant = variant
     return config

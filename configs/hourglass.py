@@ -9,6 +9,8 @@ Usage:
 Variants:
   coco   (default) Hourglass-104, 512x512, COCO 2017, the official ctdet_coco_hg recipe:
          batch 24, Adam lr 2.5e-4, 50 epochs, lr x0.1 after epoch 40.
+  custom the coco recipe on a COCO-format folder (--config.dataset.annotations=FILE
+         --config.dataset.images=DIR; classes from the json).
   demo   a small one-stack hourglass on the embedded shapes dataset; trains and evaluates
          on a 2-core CPU in minutes.
   smoke  a tiny model and a few steps; used by the tests.
@@ -22,10 +24,12 @@ def get_config(arg: str | None = None):
     config = common.base_config()
     config.model.backbone = "hourglass"
 
-    if variant == "coco":
+    if variant in ("coco", "custom"):
         # Hourglass-104 (spec: CornerNet "large hourglass"); heads are always 256 wide.
         common.coco_recipe(config, batch_size=24, learning_rate=2.5e-4, num_epochs=50,
-                           lr_drop_epochs=(40,), eval_batch_size=24)
+                           lr_drop_epochs=(40,), eval_batch_size=24, keep_res_pad=127)
+        if variant == "custom":  # any COCO-format folder: see common.coco_json_dataset
+            common.custom_recipe(config)
         config.model.hourglass = common.hourglass_104()
         config.model.head_conv = 256
     elif variant == "demo":
@@ -46,6 +50,6 @@ def get_config(arg: str | None = None):
         config.model.head_conv = 8
     else:
         raise ValueError(
-            f"Unknown hourglass config variant {variant!r}; use one of: coco, demo, smoke.")
+            f"Unknown hourglass config variant {variant!r}; use one of: coco, custom, demo, smoke.")
     config.variant = variant
     return config

@@ -12,6 +12,9 @@ Variants:
               from ImageNet weights; here it starts from scratch unless they are loaded.
   coco_nodcn  the same recipe with the msra "SimpleBaseline" neck (`res_18`: three 256-wide
               transposed convs, no DCN).
+  custom      the coco recipe on a COCO-format folder (--config.dataset.annotations=FILE
+              --config.dataset.images=DIR; classes from the json).
+  pascal      the official ctdet_pascal_resdcn18 recipe at 384 on VOC 07+12.
   demo        a narrowed ResNet-18 with DCN (the official structure at a quarter of the
               width) on the embedded shapes dataset; trains and evaluates on a 2-core CPU
               in minutes.
@@ -51,11 +54,16 @@ def get_config(arg: str | None = None):
     variant = arg or "coco"
     config = resnet_base_config()
 
-    if variant in ("coco", "coco_nodcn"):
+    if variant in ("coco", "coco_nodcn", "custom"):
         # Official global batch 114; on a data-parallel mesh it must divide by the device
         # count (114 = 2 * 3 * 19), so e.g. --config.train.batch_size=112 on 8 devices.
         common.coco_recipe(config, **RESNET_COCO_SCHEDULE, batch_size=114, learning_rate=5e-4)
-        config.model.resnet = resnet(depth=18, deformable=variant == "coco")
+        if variant == "custom":  # any COCO-format folder: see common.coco_json_dataset
+            common.custom_recipe(config)
+        config.model.resnet = resnet(depth=18, deformable=variant != "coco_nodcn")
+    elif variant == "pascal":
+        common.pascal_recipe(config, input_size=384)
+        config.model.resnet = resnet(depth=18, deformable=True)
     elif variant in ("demo", "demo_nodcn"):
         # Unlike the official recipe there are no ImageNet weights, and at 96 px layer4 is
         # only 3x3: the neck must recover every position from it, so ResNets learn this
@@ -74,7 +82,7 @@ def get_config(arg: str | None = None):
         config.model.head_conv = 8
     else:
         raise ValueError(
-            f"Unknown resnet18 config variant {variant!r}; use one of: coco, coco_nodcn, demo, "
-            "demo_nodcn, smoke.")
+            f"Unknown resnet18 config variant {variant!r}; use one of: coco, coco_nodcn, custom, "
+            "pascal, demo, demo_nodcn, smoke.")
     config.variant = variant
     return config

@@ -1,27 +1,17 @@
-"""Tests for the source registry (centernet_jax.data.sources)."""
+"""Tests for the source registry (centernet_jax.data.sources) and the shared TFDS check
+(centernet_jax.data.tfds_prepared)."""
 
+import os
 import subprocess
 import sys
-import os
 import textwrap
-import time
 from pathlib import Path
 
-import cv2
 import ml_collections
-import numpy as np
 import pytest
 
-from centernet_jax.data import sources
+from centernet_jax.data import sanitize, sources, tfds_prepared
 from centernet_jax.data.shapes import ShapesSource
-
-
-def _fake_prepared_coco(root, version="1.1.0", splits=("validation",)):
-    directory = root / "coco" / "2017" / version
-    directory.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        (directory / f"coco-{split}.array_record-00000-of-00001").touch()
-    return root
 
 
 def test_shapes_from_config():
@@ -30,12 +20,15 @@ def test_shapes_from_config():
         objects_per_image=(2, 2), data_dir=None))
     train = sources.make_source(config, "train")
     val = sources.make_source(config, "val")
-    assert isinstance(train, ShapesSource) and len(train) == 17 and len(val) == 5
+    assert isinstance(train, sanitize.RobustSource) and isinstance(train.source, ShapesSource)
+    assert isinstance(sources.make_source(config, "train", robust=False), ShapesSource)
+    assert len(train) == 17 and len(val) == 5
     assert train.split == "train" and val.split == "val" and train.seed == 4
     assert train.image_size == (40, 60) and train.objects_per_image == (2, 2)
     assert len(sources.make_source(dict(name="shapes", num_val=3), "validation")) == 3
     example = train[0]
     assert 40 <= example["image"].shape[0] <= 60
+    assert example["num_invalid"] == 0 and example["num_unreadable"] == 0
     with pytest.raises(ValueError, match="split"):
         sources.make_source(config, "test")
     with pytest.raises(ValueError, match="num_classes"):
@@ -43,38 +36,35 @@ def test_shapes_from_config():
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match=r"unknown dataset name 'imagenet'.*coco.*shapes"):
+    with pytest.raises(ValueError, match=r"unknown dataset name 'imagenet'.*coco.*shapes.*voc"):
         sources.make_source(dict(name="imagenet"), "train")
 
 
-def test_missing_coco_fails_fast_with_instructions(tmp_path):
-    start = time.perf_counter()
-    with pytest.raises(sources.DatasetNotFoundError) as error:
-        sources.make_source(dict(name="coco", data_dir=str(tmp_path)), "train")
-    assert time.perf_counter() - start < 1.0
-    assert isinstance(error.value, ValueError)
-    message = str(error.value)
-    assert f"tfds build coco/2017 --file_format=array_record --data_dir={tmp_path}" in message
-    assert str(tmp_path / "coco" / "2017") in message and "'train'" in message
-    assert "25 GB" in message and "20 GB" in message
-
-
-def test_missing_coco_looks_in_env_and_home_without_importing_tensorflow(tmp_path):
+def test_missing_tfds_datasets_look_in_env_and_home_without_importing_tensorflow(tmp_path):
     # A fresh interpreter, so that other tests' imports do not hide a TensorFlow import.
     script = textwrap.dedent(f"""
         import os, sys, time
         os.environ["TFDS_DATA_DIR"] = {str(tmp_path / "env")!r}
         os.environ["HOME"] = {str(tmp_path / "home")!r}
         from centernet_jax.data import sources
-        start = time.perf_counter()
-        try:
-            sources.make_source(dict(name="coco", data_dir=None), "val")
-        except sources.DatasetNotFoundError as error:
-            message = str(error)
-        assert time.perf_counter() - start < 1.0
-        assert {str(tmp_path / "env" / "coco" / "2017")!r} in message, message
-        assert {str(tmp_path / "home" / "tensorflow_datasets" / "coco")!r} in message, message
-        assert "'validation'" in message
+        messages = {{}}
+        for name, split in (("coco", "val"), ("voc", "train")):
+            start = time.perf_counter()
+            try:
+                sources.make_source(dict(name=name, data_dir=None), split)
+            except sources.DatasetNotFoundError as error:
+                messages[name] = str(error)
+            assert time.perf_counter() - start < 1.0, name
+        coco, voc = messages["coco"], messages["voc"]
+        assert {str(tmp_path / "env" / "coco" / "2017")!r} in coco, coco
+        assert {str(tmp_path / "home" / "tensorflow_datasets" / "coco")!r} in coco, coco
+        assert "'validation'" in coco
+        for year in ("2007", "2012"):
+            assert {str(tmp_path / "env" / "voc")!r} + "/" + year in voc, voc
+            assert {str(tmp_path / "home" / "tensorflow_datasets" / "voc")!r} + "/" + year in voc
+            # A new build goes to the first candidate.
+            assert f"tfds build voc/{{year}} --file_format=array_record --data_dir=" + {
+                str(tmp_path / "env")!r} in voc, voc
         assert "tensorflow" not in sys.modules and "tensorflow_datasets" not in sys.modules
         print("ok")
     """)
@@ -86,92 +76,55 @@ def test_missing_coco_looks_in_env_and_home_without_importing_tensorflow(tmp_pat
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
-def test_find_prepared_coco_picks_the_newest_version_with_the_split(tmp_path):
-    _fake_prepared_coco(tmp_path, "1.0.0", ("train", "validation"))
-    _fake_prepared_coco(tmp_path, "1.1.0", ("validation",))
-    (tmp_path / "coco" / "2017" / "incomplete.incomplete").mkdir()
-    assert sources.find_prepared_coco("val", tmp_path) == (tmp_path, "1.1.0")
-    assert sources.find_prepared_coco("train", tmp_path) == (tmp_path, "1.0.0")
-    with pytest.raises(sources.DatasetNotFoundError):
-        sources.find_prepared_coco("test", tmp_path)
-    with pytest.raises(ValueError, match="unknown COCO split"):
-        sources.find_prepared_coco("minival", tmp_path)
+def _touch_split(root, tfds_name, version, split):
+    directory = root / tfds_name / version
+    directory.mkdir(parents=True, exist_ok=True)
+    builder = tfds_name.split("/")[0]
+    (directory / f"{builder}-{split}.array_record-00000-of-00002").touch()
 
 
-def _record(height, width, boxes_yxyx, labels, crowd, image_id):
-    rng = np.random.default_rng(image_id)
-    return {
-        "image": rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8),
-        "image/filename": f"{image_id:012d}.jpg",
-        "image/id": image_id,
-        "objects": {"bbox": boxes_yxyx, "label": labels, "is_crowd": crowd,
-                    "id": [image_id * 10 + k + 1 for k in range(len(labels))],
-                    "area": [1] * len(labels)},
-    }
+def test_find_prepared_versions_splits_and_candidates(tmp_path, monkeypatch):
+    how = "Run " + tfds_prepared.build_command("kitti") + " first."
+    _touch_split(tmp_path, "kitti", "3.2.0", "train")
+    _touch_split(tmp_path, "kitti", "3.2.0", "test")
+    _touch_split(tmp_path, "kitti", "3.10.0", "train")  # numerically newer than 3.2.0
+    (tmp_path / "kitti" / "3.11.0.incomplete").mkdir()  # an unfinished build is no version
+    (tmp_path / "kitti" / "dataset_info.json").touch()
+    find = tfds_prepared.find_prepared
+    assert find("kitti", "train", tmp_path, how) == (tmp_path, "3.10.0")
+    assert find("kitti", "test", tmp_path, how) == (tmp_path, "3.2.0")
+    # Several splits must come from one version.
+    assert find("kitti", ("train", "test"), str(tmp_path), how) == (tmp_path, "3.2.0")
+    with pytest.raises(sources.DatasetNotFoundError) as error:
+        find("kitti", ["train", "validation"], tmp_path, how)
+    message = str(error.value)
+    assert "splits 'train' and 'validation' are not prepared" in message
+    assert str(tmp_path / "kitti" / "<version>" / "kitti-validation.array_record*") in message
+    assert message.endswith(
+        f"Run tfds build kitti --file_format=array_record --data_dir={tmp_path} first.")
+    # Without data_dir: $TFDS_DATA_DIR first, then ~/tensorflow_datasets.
+    env_dir, home = tmp_path / "env", tmp_path / "home"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(env_dir))
+    monkeypatch.setenv("HOME", str(home))
+    _touch_split(home / "tensorflow_datasets", "voc/2007", "5.0.0", "test")
+    assert find("voc/2007", "test", None, how) == (home / "tensorflow_datasets", "5.0.0")
+    _touch_split(env_dir, "voc/2007", "4.0.0", "test")  # an earlier candidate wins
+    assert find("voc/2007", "test", None, how) == (env_dir, "4.0.0")
+    with pytest.raises(ValueError, match="without a version"):
+        find("voc/2007:5.0.0", "test", None, how)
 
 
-def test_coco_record_conversion_by_hand():
-    # bbox [ymin, xmin, ymax, xmax] normalised; COCO [x, y, w, h] = [6, 2, 12, 8] in a 30x20 image.
-    record = _record(20, 30, [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], [3, 79],
-                     [False, True], 42)
-    example = sources.coco_record_to_example(record)
-    np.testing.assert_allclose(example["boxes"], [[6, 2, 18, 10], [0, 0, 30, 20]], atol=1e-5)
-    assert example["boxes"].dtype == np.float32
-    assert example["classes"].tolist() == [3, 79] and example["classes"].dtype == np.int32
-    np.testing.assert_array_equal(example["image"], record["image"][..., ::-1])
-    assert example["image"].flags.c_contiguous
-    assert example["image_id"] == 42 and example["image_id"].dtype == np.int64
-    np.testing.assert_array_equal(example["image_hw"], [20, 30])
-    dropped = sources.coco_record_to_example(record, drop_crowd=True)
-    assert dropped["classes"].tolist() == [3] and dropped["boxes"].shape == (1, 4)
-    empty = sources.coco_record_to_example(_record(8, 9, [], [], [], 1))
-    assert empty["boxes"].shape == (0, 4) and empty["classes"].shape == (0,)
-    with pytest.raises(ValueError, match="inconsistent"):
-        sources.coco_record_to_example(_record(8, 9, [[0, 0, 1, 1]], [1, 2], [False], 1))
-
-
-def test_coco_source_through_tfds_mock(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    _fake_prepared_coco(tmp_path, "1.1.0", ("validation",))
-    records = [
-        _record(20, 30, np.array([[0.1, 0.2, 0.5, 0.6]], np.float32), np.array([3]),
-                np.array([False]), 139),
-        _record(16, 12, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64),
-                np.zeros((0,), bool), 285),
-        _record(10, 10, np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32),
-                np.array([0, 1]), np.array([True, False]), 632),
-    ]
-    requested_splits = []
-
-    def as_data_source(self, split, *args, decoders=None, **kwargs):
-        requested_splits.append(split)
-        if decoders:  # image decoding skipped: serve encoded PNG bytes
-            return [{**r, "image": cv2.imencode(".png", r["image"])[1].tobytes()}
-                    for r in records]
-        return records
-
-    with tfds.testing.mock_data(as_data_source_fn=as_data_source):
-        source = sources.make_source(dict(name="coco", data_dir=str(tmp_path)), "val")
-        crowd_free = sources.make_source(
-            dict(name="coco", data_dir=str(tmp_path), drop_crowd=True), "validation")
-        ground_truth = source.coco_ground_truth()
-    assert requested_splits == ["validation"] * 3
-    assert len(source) == 3 and source.num_classes == 80 and len(source.category_ids) == 80
-    assert source.category_ids[0] == 1 and source.category_ids[-1] == 90
-    assert source.class_names[0] == "person" and source.class_names[-1] == "toothbrush"
-    for record, example in zip(records, (source[i] for i in range(3))):
-        assert example["image_id"] == record["image/id"]
-        np.testing.assert_array_equal(example["image"], record["image"][..., ::-1])
-    np.testing.assert_allclose(source[0]["boxes"], [[6, 2, 18, 10]], atol=1e-5)
-    assert source[1]["boxes"].shape == (0, 4)
-    assert source[2]["classes"].tolist() == [0, 1] and crowd_free[2]["classes"].tolist() == [1]
-    # Ground truth rebuilt from the records: sizes from the image headers, COCO category ids,
-    # crowd boxes kept as iscrowd=1.
-    assert [(im["id"], im["width"], im["height"]) for im in ground_truth["images"]] == [
-        (139, 30, 20), (285, 12, 16), (632, 10, 10)]
-    anns = ground_truth["annotations"]
-    assert [(a["id"], a["image_id"], a["category_id"], a["iscrowd"]) for a in anns] == [
-        (1391, 139, 4, 0), (6321, 632, 1, 1), (6322, 632, 2, 0)]
-    np.testing.assert_allclose([a["bbox"] for a in anns],
-                               [[6, 2, 12, 8], [0, 0, 5, 5], [5, 5, 5, 5]], atol=1e-5)
-    assert [c["id"] for c in ground_truth["categories"]] == list(sources.COCO_CATEGORY_IDS)
+def test_dataset_facts_are_recorded_for_prediction(tmp_path):
+    config = ml_collections.ConfigDict(dict(dataset=dict(
+        name="shapes", num_classes=ml_collections.config_dict.placeholder(int), num_val=2)))
+    source = sources.make_source(config.dataset, "val")
+    config.lock()
+    sources.fill_dataset_facts(config, source)
+    assert config.dataset.num_classes == 5 and len(config.dataset.class_names) == 5
+    assert config.dataset.category_ids == (1, 2, 3, 4, 5)
+    (tmp_path / "config.json").write_text(config.to_json())
+    later = ml_collections.ConfigDict(dict(dataset=dict(
+        name="shapes", num_classes=ml_collections.config_dict.placeholder(int))))
+    sources.fill_dataset_facts_from_run(later, str(tmp_path))
+    assert later.dataset.num_classes == 5
+    assert later.dataset.class_names == config.dataset.class_names

@@ -84,10 +84,10 @@ def test_random_crop_known_box_with_fixed_rng(want_flip):
     np.testing.assert_allclose(out["image"], warped / 255.0, atol=1.5 / 255)
 
 
-def test_not_rand_crop_known_box_with_fixed_rng():
+def test_shift_scale_known_box_with_fixed_rng():
     boxes = np.array([[30, 40, 90, 80]], dtype=np.float32)
     element = _element(100, 150, boxes)
-    transform = TrainTransform(input_hw=(32, 64), max_objects=2, not_rand_crop=True,
+    transform = TrainTransform(input_hw=(32, 64), max_objects=2, crop_mode="shift_scale",
                                flip_prob=0.0, **PLAIN)
     replay = np.random.default_rng(11)
     dx, dy, ds = replay.standard_normal(3)
@@ -142,13 +142,15 @@ def test_output_shapes_and_dtypes():
         element, np.random.default_rng(0))
     assert {k: (v.shape, v.dtype) for k, v in train.items()} == {
         "image": ((64, 96, 3), np.float32), "boxes": ((5, 4), np.float32),
-        "classes": ((5,), np.int32), "mask": ((5,), np.bool_), "num_dropped": ((), np.int32)}
+        "classes": ((5,), np.int32), "mask": ((5,), np.bool_), "num_dropped": ((), np.int32),
+        "num_invalid": ((), np.int32), "num_unreadable": ((), np.int32)}
     evaluation = EvalTransform(input_hw=(64, 96), max_objects=5).map(element)
     assert {k: (v.shape, v.dtype) for k, v in evaluation.items()} == {
         "image": ((64, 96, 3), np.float32), "center": ((2,), np.float32),
         "scale": ((2,), np.float32), "image_id": ((), np.int64), "image_hw": ((2,), np.int32),
         "boxes": ((5, 4), np.float32), "classes": ((5,), np.int32), "mask": ((5,), np.bool_),
-        "num_dropped": ((), np.int32)}
+        "num_dropped": ((), np.int32), "num_invalid": ((), np.int32),
+        "num_unreadable": ((), np.int32)}
     assert isinstance(TrainTransform(), grain.transforms.RandomMap)
     assert isinstance(EvalTransform(), grain.transforms.Map)
 
@@ -260,5 +262,141 @@ def test_bad_inputs_raise_value_error():
         EvalTransform().map({"image": good["image"]})
     with pytest.raises(ValueError, match="divisible"):
         TrainTransform(input_hw=(66, 64))
-    with pytest.raises(ValueError, match="fix_res"):
-        EvalTransform(resize_mode="keep_res")
+    with pytest.raises(ValueError, match="keep_res"):
+        EvalTransform(resize_mode="stretch")
+    with pytest.raises(ValueError, match="crop_mode"):
+        TrainTransform(crop_mode="center")
+    with pytest.raises(ValueError, match="keep_res_pad"):
+        EvalTransform(keep_res_pad=32)
+    with pytest.raises(ValueError, match=r"keypoints must have shape \[n=1, K, 3\]"):
+        transform.random_map({**good, "keypoints": np.zeros((2, 17, 3), np.float32)}, rng)
+    with pytest.raises(ValueError, match=r"dimensions must have shape \(1, 3\)"):
+        transform.random_map({**good, "dimensions": np.zeros((1, 2), np.float32)}, rng)
+    with pytest.raises(ValueError, match="flipping 3D"):
+        TrainTransform(input_hw=(64, 64), flip_prob=1.0).random_map(
+            {**good, "location": np.zeros((1, 3), np.float32)}, rng)
+
+
+def _keypoint_element():
+    element = _element(65, 65, [[10, 20, 30, 40], [40, 5, 60, 25]])
+    keypoints = np.zeros((2, 3, 3), np.float32)
+    keypoints[0] = [[12, 22, 2], [28, 38, 1], [0, 0, 0]]  # a left/right pair + an unlabelled
+    keypoints[1] = [[45, 10, 2], [55, 20, 2], [50, 15, 2]]
+    return {**element, "keypoints": keypoints}
+
+
+def test_keypoints_follow_the_box_affine_without_flip():
+    # 65x65, border 32, scale 1: the window is centred at (32, 32), s = 65, output 16x16.
+    element = _keypoint_element()
+    transform = TrainTransform(input_hw=(64, 64), max_objects=3, border=32, scale_choices=(1.0,),
+                               flip_prob=0.0, flip_pairs=((0, 1),), **PLAIN)
+    out = transform.random_map(element, np.random.default_rng(0))
+    k = 16 / 65
+    expected = element["keypoints"].copy()
+    expected[..., :2] = (expected[..., :2] - 32) * k + 8
+    assert out["keypoints"].shape == (3, 3, 3) and out["keypoints"].dtype == np.float32
+    np.testing.assert_allclose(out["keypoints"][:2], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["keypoints"][2], 0)  # padding slot
+
+
+def test_keypoints_flip_swaps_pairs_by_hand():
+    element = _keypoint_element()
+    transform = TrainTransform(input_hw=(64, 64), max_objects=2, border=32, scale_choices=(1.0,),
+                               flip_prob=1.0, flip_pairs=((0, 1),), **PLAIN)
+    out = transform.random_map(element, np.random.default_rng(0))
+    k = 16 / 65
+    # Mirrored x' = 65 - x - 1, then joints 0 and 1 trade places; the window centre stays 32.
+    person0 = np.array([[65 - 28 - 1, 38, 1], [65 - 12 - 1, 22, 2], [65 - 0 - 1, 0, 0]],
+                       np.float32)
+    person1 = np.array([[65 - 55 - 1, 20, 2], [65 - 45 - 1, 10, 2], [65 - 50 - 1, 15, 2]],
+                       np.float32)
+    for got, want in zip(out["keypoints"], (person0, person1)):
+        np.testing.assert_allclose(got[:, :2], (want[:, :2] - 32) * k + 8, atol=1e-5)
+        np.testing.assert_array_equal(got[:, 2], want[:, 2])
+    np.testing.assert_allclose(
+        transforms.flip_keypoints(element["keypoints"], 65, ((0, 1),))[0], person0)
+    with pytest.raises(ValueError, match="outside the 3 keypoints"):
+        transforms.flip_keypoints(element["keypoints"], 65, ((0, 3),))
+
+
+def _kitti_element(height=40, width=120):
+    element = _element(height, width, [[10, 5, 40, 30], [60, 10, 100, 35]], classes=[1, -1])
+    return {**element,
+            "calib": np.arange(12, dtype=np.float32).reshape(3, 4),
+            "alpha": np.array([0.5, -1.0], np.float32),
+            "dimensions": np.array([[1.5, 1.6, 3.9], [0, 0, 0]], np.float32),
+            "location": np.array([[1.0, 1.7, 20.0], [-3.0, 1.5, 30.0]], np.float32),
+            "rotation_y": np.array([0.55, -0.9], np.float32),
+            "num_invalid": np.int32(2), "num_unreadable": np.int32(1)}
+
+
+def test_3d_fields_and_counters_pass_through_padded():
+    element = _kitti_element()
+    out = EvalTransform(input_hw=(32, 96), max_objects=3).map(element)
+    np.testing.assert_array_equal(out["calib"], element["calib"])
+    for name in ("alpha", "dimensions", "location", "rotation_y"):
+        assert out[name].shape[0] == 3 and out[name].dtype == np.float32
+        np.testing.assert_array_equal(out[name][:2], element[name])
+        np.testing.assert_array_equal(out[name][2], 0)
+    assert out["classes"].tolist() == [1, -1, 0] and out["mask"].tolist() == [True, True, False]
+    assert out["num_invalid"] == 2 and out["num_unreadable"] == 1 and out["num_dropped"] == 0
+
+
+def test_ddd_crop_mode_by_hand():
+    element = _kitti_element()
+    transform = TrainTransform(input_hw=(32, 96), max_objects=2, crop_mode="ddd",
+                               flip_prob=0.0, ddd_aug_prob=0.5, shift=0.1, scale=0.4, **PLAIN)
+    for seed in range(6):
+        replay = np.random.default_rng(seed)
+        augmented = replay.random() < 0.5
+        center, scale = np.array([60.0, 20.0]), 120.0  # s = w: only the width counts
+        if augmented:
+            ds, dx, dy = replay.standard_normal(3)
+            scale *= np.clip(ds * 0.4 + 1, 0.6, 1.4)
+            center += [120 * np.clip(dx * 0.1, -0.2, 0.2), 40 * np.clip(dy * 0.1, -0.2, 0.2)]
+        out = transform.random_map(element, np.random.default_rng(seed))
+        assert bool(out["augmented"]) == augmented
+        np.testing.assert_allclose(out["boxes"], _hand_boxes(element["boxes"], center, scale, 24, 8),
+                                   atol=1e-4)
+    never = TrainTransform(input_hw=(32, 96), crop_mode="ddd", ddd_aug_prob=0.0, flip_prob=0.0,
+                           **PLAIN).random_map(element, np.random.default_rng(0))
+    assert not never["augmented"]
+
+
+@pytest.mark.parametrize("height,width,pad,test_scale", [
+    (37, 50, 31, 1.0), (70, 45, 31, 1.0), (37, 50, 127, 1.0), (60, 90, 31, 0.5)])
+def test_keep_res_places_pixels_where_the_official_canvas_does(height, width, pad, test_scale):
+    rng = np.random.default_rng(1)
+    # Smooth content, so that resize-then-warp and one warp agree up to interpolation.
+    image = cv2.GaussianBlur(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8),
+                             (0, 0), 3)
+    element = {"image": image, "boxes": np.array([[3, 4, 20, 30]], np.float32),
+               "classes": np.zeros((1,), np.int32)}
+    transform = EvalTransform(input_hw=(256, 256), max_objects=1, resize_mode="keep_res",
+                              keep_res_pad=pad, test_scale=test_scale, mean=(0.0, 0.0, 0.0),
+                              std=(1.0, 1.0, 1.0))
+    out = transform.map(element)
+    # The official construction: resize, canvas (size | pad) + 1, centre (w // 2, h // 2).
+    new_h, new_w = int(height * test_scale), int(width * test_scale)
+    resized = cv2.resize(image, (new_w, new_h)) if test_scale != 1.0 else image
+    canvas_h, canvas_w = (new_h | pad) + 1, (new_w | pad) + 1
+    matrix = _hand_matrix((new_w // 2, new_h // 2), canvas_w, canvas_w, canvas_h)
+    official = cv2.warpAffine(resized, matrix, (canvas_w, canvas_h), flags=cv2.INTER_LINEAR)
+    ours = out["image"][:canvas_h, :canvas_w] * 255.0
+    if test_scale == 1.0:  # a pure integer translation: identical pixels
+        np.testing.assert_allclose(ours, official, atol=1e-3)
+        np.testing.assert_array_equal(out["image"][canvas_h:], 0)
+        np.testing.assert_array_equal(out["image"][:, canvas_w:], 0)
+    else:  # one warp instead of resize + warp: the same place, bilinear differences only
+        assert np.mean(np.abs(ours - official)) < 3
+    # Detections map back with center/scale and the fixed grid, like fix_res.
+    grid = 64
+    back = affine.boxes_to_image(out["boxes"][None], out["center"][None], out["scale"][None],
+                                 (grid, grid))[0]
+    np.testing.assert_allclose(back, element["boxes"], atol=1e-3)
+
+
+def test_keep_res_too_large_an_image_says_what_to_raise():
+    element = _element(100, 300, [[1, 1, 5, 5]])
+    with pytest.raises(ValueError, match=r"needs a 128x320 canvas.*eval.input_hw"):
+        EvalTransform(input_hw=(256, 256), resize_mode="keep_res").map(element)

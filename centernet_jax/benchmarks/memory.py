@@ -56,6 +56,7 @@ from centernet_jax import sharding, tasks, train, train_state
 from centernet_jax.benchmarks.models import load_config
 from centernet_jax.benchmarks.registry import register
 from centernet_jax.benchmarks.timing import compiled_memory
+from centernet_jax.data import sanitize
 from centernet_jax.models import detector
 
 DEFAULT_CONFIGS = ("configs/hourglass.py",)
@@ -120,7 +121,8 @@ def abstract_train_batch(config, global_batch: int, batch_sharding) -> dict[str,
     return {"image": spec((global_batch, height, width, 3), jnp.float32),
             "boxes": spec((global_batch, slots, 4), jnp.float32),
             "classes": spec((global_batch, slots), jnp.int32),
-            "mask": spec((global_batch, slots), jnp.bool_)}
+            "mask": spec((global_batch, slots), jnp.bool_),
+            **{name: spec((global_batch,), jnp.int32) for name in sanitize.COUNTERS}}
 
 
 def residual_bytes(config, model, task, abstract, batch: int) -> int:

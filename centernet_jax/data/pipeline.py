@@ -100,7 +100,13 @@ class _PaddedEvalElement:
         element = self._source[int(self._indices[position])]
         element = (self._transform.map(element) if isinstance(self._transform, grain.transforms.Map)
                    else self._transform(element))
-        return {**element, "valid": np.bool_(self._valid[position])}
+        # A source that replaces unreadable examples (sanitize.RobustSource) has handed over
+        # another example: it must not be scored as this one, nor twice.
+        unreadable = int(element.get("num_unreadable", 0)) > 0
+        valid = bool(self._valid[position]) and not unreadable
+        if not self._valid[position] and "num_unreadable" in element:
+            element["num_unreadable"] = np.int32(0)  # padding rows count nothing
+        return {**element, "valid": np.bool_(valid)}
 
 
 def eval_shard_indices(num_examples: int, batch_size: int, shard_index: int = 0,

@@ -11,6 +11,11 @@ _TASKS = {"ctdet": ctdet.from_config}
 
 def make_task(config):
     """Builds the task named by ``config.task``."""
+    if config.dataset.get("num_classes") is None:
+        raise ValueError(
+            "dataset.num_classes is not set. Training and evaluation take it from the data; "
+            "elsewhere pass --workdir of the training run (its config.json records it) or "
+            "--config.dataset.num_classes=N.")
     try:
         factory = _TASKS[config.task]
     except KeyError:
