@@ -3,6 +3,7 @@ r"""Benchmarks of model pieces and whole models, on whatever device JAX sees.
   python -m centernet_jax.bench --what=dcn [--quick] [--json=/tmp/dcn.json]
   python -m centernet_jax.bench --what=models [--quick] [--batch=16] [--iters=10] \
       [--configs=configs/hourglass.py,configs/resnet18.py:coco_nodcn] [--json=/tmp/m.json]
+  python -m centernet_jax.bench --what=input [--quick] [--images=96] [--batch=16]
 
 Benchmarks live in a small registry (``centernet_jax.benchmarks.registry``):
 ``@register("name")`` on a function ``(quick, **options) -> dict`` whose result holds
@@ -14,6 +15,12 @@ added; ``main`` prints the table(s) and optionally writes the whole dict as JSON
   models  per backbone config: detect latency / throughput (plain, flip), train-step
           images/s, FLOPs, memory, decode and target-rendering shares, and NumPy
           baselines of the official decode and renderer (``centernet_jax.benchmarks.models``).
+  memory  per-device memory of the compiled train step, float32 / bfloat16 x data-parallel /
+          FSDP (``centernet_jax.benchmarks.memory``).
+  input   host input pipeline per core (JPEG decode + TrainTransform + batching), with the
+          targets rendered on the device vs on the host as the official loader does: CPU
+          ms per example, images/s per core, host->device bytes per example
+          (``centernet_jax.benchmarks.input_pipeline``).
 
 Timings are wall-clock medians over repeated calls of a jitted function after warm-up,
 each call waited for with ``block_until_ready``. FLOPs and bytes come from XLA's own
@@ -58,9 +65,12 @@ def _define_flags() -> None:
                       "models: config files, optionally path:variant (default: the four "
                       "COCO backbones; with --quick their smoke variants).")
     flags.DEFINE_integer("batch", None, "models: throughput / training batch (default 16, "
-                         "quick 4); memory: batch per device (default 16).")
+                         "quick 4); memory: batch per device (default 16); input: examples "
+                         "per host batch and device-renderer call (default 16, quick 2).")
     flags.DEFINE_integer("iters", None, "models: timed calls per measurement (default 10, "
                          "quick 3).")
+    flags.DEFINE_integer("images", None, "input: generated JPEGs read per pass (default 96, "
+                         "quick 4).")
 
 
 def main(argv: list[str]) -> None:
@@ -69,9 +79,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     FLAGS = flags.FLAGS
-    options = {name: getattr(FLAGS, name) for name in ("configs", "batch", "iters")
+    options = {name: getattr(FLAGS, name) for name in ("configs", "batch", "iters", "images")
                if getattr(FLAGS, name) is not None}
-    accepted = {"models": {"configs", "batch", "iters"}, "memory": {"configs", "batch"}}
+    accepted = {"models": {"configs", "batch", "iters"}, "memory": {"configs", "batch"},
+                "input": {"images", "batch"}}
     extra = set(options) - accepted.get(FLAGS.what, set())
     if extra:
         given = ", ".join(f"--{name}" for name in sorted(extra))

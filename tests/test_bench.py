@@ -1,5 +1,6 @@
 """The benchmark entry point runs (quick mode) and reports consistent numbers."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from centernet_jax import bench, decode, targets
-from centernet_jax.benchmarks import memory, models
+from centernet_jax import bench, decode, targets, train
+from centernet_jax.benchmarks import host_targets, input_pipeline, memory, models
+from centernet_jax.data import sanitize
 
 # The quick models suite (2 models) takes ~36 s on 2 idle CPU cores from a cold compilation
 # cache, most of it compiling. The bound leaves room for other jobs on the machine; the real
@@ -324,3 +326,129 @@ def test_memory_cli_runs_in_a_subprocess_with_fake_devices(tmp_path):
     result = json.loads(out.read_text())
     assert result["fake_devices"] == "subprocess" and result["devices"] == 8
     assert len(result["rows"]) == 4 and all(r["devices"] == 8 for r in result["rows"])
+
+
+# ---------------------------------------------------------------------------------------
+# input: host pipeline per core, device- vs host-rendered targets (quick: 4 tiny JPEGs).
+
+
+@pytest.fixture(scope="module")
+def quick_input():
+    result = bench.run("input", quick=True)
+    print("\n" + bench.report(result))
+    return json.loads(json.dumps(result))  # what --json writes
+
+
+def test_quick_input_rows_ratios_and_exact_bytes(quick_input):
+    result = quick_input
+    settings = input_pipeline.QUICK
+    assert result["what"] == "input" and result["quick"] is True
+    assert result["images"] == settings.images and result["num_threads"] == 1
+    assert result["input_hw"] == "64x64" and result["output_hw"] == "16x16"
+    assert result["jpeg_kbyte"] > 0 and result["objects_per_image"] >= 1
+    device, host = result["rows"]
+    assert (device["pipeline"], host["pipeline"]) == input_pipeline.PIPELINES
+    assert device["h2d_fields"] == ",".join(train.TRAIN_FIELDS)
+    for row in (device, host):
+        assert row["examples"] == settings.images and row["rounds"] == settings.rounds
+        for field in ("cpu_ms_per_example", "wall_ms_per_example", "images_per_s_per_core",
+                      "wall_images_per_s", "decode_cpu_ms", "transform_cpu_ms",
+                      "cpu_ratio", "bytes_ratio"):
+            assert row[field] > 0, (row["pipeline"], field)
+        assert row["images_per_s_per_core"] == pytest.approx(1e3 / row["cpu_ms_per_example"])
+        # One round: the stages add up to the whole.
+        assert row["cpu_ms_per_example"] == pytest.approx(
+            sum(row[f"{stage}_cpu_ms"] for stage in input_pipeline.STAGES))
+    assert host["render_cpu_ms"] > 0
+    assert device["cpu_ratio"] == device["bytes_ratio"] == 1.0
+    assert host["cpu_ratio"] == pytest.approx(host["cpu_ms_per_example"]
+                                              / device["cpu_ms_per_example"])
+
+    # Bytes per example, by hand for 64x64 input, 16x16 grid, 80 classes, 128 slots.
+    assert train.TRAIN_FIELDS == ("image", "boxes", "classes", "mask", *sanitize.COUNTERS)
+    image = 64 * 64 * 3 * 4
+    # boxes f32 [128, 4], classes i32 [128], mask bool [128], the counters i32 [] each.
+    ours = image + 128 * (4 * 4 + 4 + 1) + 4 * len(sanitize.COUNTERS)
+    # hm f32 [80, 16, 16], wh and reg f32 [128, 2], ind i64 [128], reg_mask u8 [128].
+    official = image + 80 * 16 * 16 * 4 + 128 * (2 * 4 + 2 * 4 + 8 + 1)
+    assert (ours, official) == (51_840 + 4 * len(sanitize.COUNTERS), 134_272)
+    assert device["h2d_bytes_per_example"] == ours
+    assert host["h2d_bytes_per_example"] == official
+    assert host["bytes_ratio"] == pytest.approx(official / ours)
+
+    (summary,) = result["summary"]
+    assert summary["host_over_device_bytes"] == host["bytes_ratio"]
+    assert summary["host_over_device_cpu"] == host["cpu_ratio"]
+    assert summary["device_over_host_images_per_core"] == pytest.approx(host["cpu_ratio"])
+    assert summary["device_render_ms_per_batch"] > 0
+    assert summary["device_render_batch"] == settings.batch
+    assert 0 <= summary["device_render_max_abs_diff"] <= models.HEATMAP_TOLERANCE
+    table = bench.format_table(result["rows"], result["table_columns"])
+    assert len(table.splitlines()) == 3 and "bytes_ratio" in table
+
+
+def test_synthetic_examples_are_deterministic_and_decode():
+    settings = dataclasses.replace(input_pipeline.QUICK, images=3, image_hw=(40, 56))
+    first, again = (input_pipeline.make_examples(settings) for _ in range(2))
+    for example, same in zip(first, again):
+        assert example["jpeg"] == same["jpeg"]
+        np.testing.assert_array_equal(example["boxes"], same["boxes"])
+        element = input_pipeline.decode(example)
+        assert element["image"].shape == (40, 56, 3) and element["image"].dtype == np.uint8
+        boxes = element["boxes"]
+        assert boxes.dtype == np.float32 and len(boxes) == len(element["classes"]) >= 1
+        assert np.all(boxes[:, :2] >= 0) and np.all(boxes[:, 2] <= 56)
+        assert np.all(boxes[:, 3] <= 40) and np.all(boxes[:, 2:] - boxes[:, :2] >= 1)
+        assert np.all((element["classes"] >= 0) & (element["classes"] < 80))
+    assert first[0]["jpeg"] != first[1]["jpeg"]
+
+
+def test_host_renderer_equals_the_device_renderer():
+    grid, num_classes = (16, 20), 4
+    boxes = np.array([
+        [2.0, 3.0, 9.5, 12.25],      # inside
+        [15.0, -4.0, 26.0, 6.0],     # crosses the right and top borders: clipped
+        [-9.0, 2.0, -1.0, 8.0],      # entirely left of the grid: degenerate
+        [5.0, 5.0, 5.0, 9.0],        # zero width
+        [3.0, 4.0, 8.0, 11.0],       # class 0 again, same integer centre as the first
+        [10.2, 10.1, 10.6, 10.4],    # sub-pixel: radius 0, a single 1
+        [1.0, 1.0, 6.0, 6.0],        # class out of range: not drawn
+        [4.0, 4.0, 12.0, 12.0],      # masked slot
+        [-30.0, -30.0, 60.0, 60.0],  # larger than the grid
+    ], np.float32)
+    classes = np.array([0, 1, 2, 3, 0, 2, num_classes, 1, 3], np.int32)
+    mask = np.array([True] * 7 + [False, True])
+    got = host_targets.render_ctdet_targets(boxes, classes, mask, num_classes=num_classes,
+                                            output_hw=grid, max_objects=12)
+    want = targets.ctdet_targets(boxes[None], classes[None], mask[None],
+                                 num_classes=num_classes, output_hw=grid)
+    want = jax.tree.map(lambda x: np.asarray(x)[0], want)
+
+    assert got["hm"].shape == (num_classes, *grid) and got["hm"].dtype == np.float32
+    assert got["ind"].dtype == np.int64 and got["reg_mask"].dtype == np.uint8
+    assert got["wh"].shape == got["reg"].shape == (12, 2)
+    expected_valid = [True, True, False, False, True, True, False, False, True]
+    np.testing.assert_array_equal(got["reg_mask"][:9].astype(bool), expected_valid)
+    assert not got["reg_mask"][9:].any()  # the 3 slots past the 9 objects
+    np.testing.assert_array_equal(got["reg_mask"][:9].astype(bool), want["mask"])
+    heatmap = got["hm"].transpose(1, 2, 0)
+    np.testing.assert_allclose(heatmap, want["heatmap"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(heatmap == 1.0, want["heatmap"] == 1.0)
+    assert (heatmap == 1.0).sum() == 4  # 5 drawn objects, 2 sharing their peak
+    np.testing.assert_array_equal(got["ind"][:9], want["index"])
+    np.testing.assert_array_equal(got["wh"][:9], want["size"])
+    np.testing.assert_array_equal(got["reg"][:9], want["offset"])
+    # The clipped box [15, 0, 19, 6]: centre (17, 3), size (4, 6).
+    assert got["ind"][1] == 3 * 20 + 17 and tuple(got["wh"][1]) == (4.0, 6.0)
+
+
+def test_input_cli_passes_images_and_batch_and_writes_json(tmp_path):
+    out = tmp_path / "input.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "centernet_jax.bench", "--what=input", "--quick",
+                    "--images=3", "--batch=2", f"--json={out}"],
+                   cwd=root, check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["what"] == "input" and result["images"] == 3 and result["batch"] == 2
+    assert [row["examples"] for row in result["rows"]] == [3, 3]
+    assert result["summary"][0]["device_render_batch"] == 2

@@ -44,10 +44,12 @@ import numpy as np
 from absl import logging
 
 from centernet_jax import inference, tasks, train, train_state
-from centernet_jax import targets as targets_lib
+# The NumPy renderer baseline is shared with the input benchmark.
+from centernet_jax.benchmarks.host_targets import numpy_ctdet_targets
 from centernet_jax.benchmarks.registry import register
 from centernet_jax.benchmarks.timing import (compiled_cost, compiled_memory, device_peak_bytes,
                                              median_seconds)
+from centernet_jax.data import sanitize
 from centernet_jax.models import detector
 
 DEFAULT_CONFIGS = ("configs/hourglass.py", "configs/dla34.py", "configs/resnet18.py",
@@ -193,6 +195,7 @@ def random_train_batch(config, batch: int, seed: int = 0) -> dict[str, np.ndarra
         "boxes": np.concatenate([corner, corner + size], -1).astype(np.float32),
         "classes": rng.integers(0, config.dataset.num_classes, (batch, slots)).astype(np.int32),
         "mask": rng.random((batch, slots)) < 0.6,
+        **{name: np.zeros((batch,), np.int32) for name in sanitize.COUNTERS},
     }
 
 
@@ -261,70 +264,6 @@ def numpy_ctdet_decode(hm_logits: np.ndarray, wh: np.ndarray, reg: np.ndarray, k
     boxes = np.stack([center_x - size[..., 0] / 2, center_y - size[..., 1] / 2,
                       center_x + size[..., 0] / 2, center_y + size[..., 1] / 2], -1)
     return {"boxes": boxes.astype(np.float32), "scores": scores, "classes": labels}
-
-
-def _draw_gaussian_numpy(heatmap: np.ndarray, center_x: int, center_y: int, radius: int) -> None:
-    """Max-combines one official (umich) Gaussian into ``heatmap`` [H, W] in place.
-
-    (2r + 1)^2 window, sigma = (2r + 1) / 6, float64 values below eps * max cut to 0, the
-    window clipped at the borders.
-    """
-    diameter = 2 * radius + 1
-    sigma = diameter / 6.0
-    steps = np.arange(-radius, radius + 1, dtype=np.float64)
-    gaussian = np.exp(-(steps[:, None] ** 2 + steps[None, :] ** 2) / (2 * sigma * sigma))
-    gaussian[gaussian < np.finfo(np.float64).eps * gaussian.max()] = 0
-    height, width = heatmap.shape
-    left, right = min(center_x, radius), min(width - center_x, radius + 1)
-    top, bottom = min(center_y, radius), min(height - center_y, radius + 1)
-    window = heatmap[center_y - top:center_y + bottom, center_x - left:center_x + right]
-    patch = gaussian[radius - top:radius + bottom, radius - left:radius + right]
-    if window.size and patch.size:
-        np.maximum(window, patch, out=window)
-
-
-def numpy_ctdet_targets(boxes: np.ndarray, classes: np.ndarray, mask: np.ndarray, *,
-                        num_classes: int, output_hw: tuple[int, int],
-                        min_overlap: float = 0.7) -> dict[str, np.ndarray]:
-    """The official loader's ctdet targets, one object at a time on the host (spec §3).
-
-    Per object: clip to the grid, skip unless w > 0 and h > 0, radius =
-    max(0, int(gaussian_radius(ceil(h), ceil(w)))) (``targets.gaussian_radius``' float64
-    official expression), draw the Gaussian at the truncated centre, fill slot k.
-
-    Returns the fields of ``targets.ctdet_targets``; ``heatmap`` is [B, C, H, W] as the
-    official loader builds it (transpose to compare with the NHWC JAX map).
-    """
-    batch, slots = mask.shape
-    height, width = output_hw
-    heatmap = np.zeros((batch, num_classes, height, width), np.float32)
-    index = np.zeros((batch, slots), np.int64)
-    size = np.zeros((batch, slots, 2), np.float32)
-    offset = np.zeros((batch, slots, 2), np.float32)
-    valid = np.zeros((batch, slots), bool)
-    for b in range(batch):
-        for k in range(slots):
-            label = int(classes[b, k])
-            if not mask[b, k] or not 0 <= label < num_classes:
-                continue
-            x1, y1, x2, y2 = boxes[b, k]
-            x1, x2 = np.clip([x1, x2], 0, width - 1).astype(np.float32)
-            y1, y2 = np.clip([y1, y2], 0, height - 1).astype(np.float32)
-            box_h, box_w = y2 - y1, x2 - x1
-            if box_h <= 0 or box_w <= 0:
-                continue
-            radius = max(0, int(targets_lib.gaussian_radius(math.ceil(box_h), math.ceil(box_w),
-                                                            min_overlap)))
-            center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float32)
-            center_int = center.astype(np.int32)
-            _draw_gaussian_numpy(heatmap[b, label], int(center_int[0]), int(center_int[1]),
-                                 radius)
-            size[b, k] = box_w, box_h
-            index[b, k] = center_int[1] * width + center_int[0]
-            offset[b, k] = center - center_int
-            valid[b, k] = True
-    return {"heatmap": heatmap, "index": index, "size": size, "offset": offset,
-            "mask": valid}
 
 
 def check_decode_agreement(got: dict[str, Any], want: dict[str, np.ndarray]) -> float:
