@@ -14,14 +14,17 @@ import grain
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from centernet_jax import paths
+
 BEST_METRIC = "AP"
 
 
 class Checkpointer:
     """A thin wrapper over ``ocp.CheckpointManager`` with this project's layout."""
 
-    def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
+                 async_save: bool = True):
+        self.directory = paths.resolve(directory)  # Orbax writes buckets (gs://) too
         preservation = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=max_to_keep),
             checkpoint_managers.BestN(

@@ -18,7 +18,6 @@ metrics go to the workdir and to TensorBoard under ``eval_<mode>/``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Iterator
 
@@ -27,7 +26,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from centernet_jax import config_checks, distributed, inference, sharding, soft_nms, tasks, viz
+from centernet_jax import (config_checks, distributed, inference, paths, sharding, soft_nms,
+                           tasks, viz)
 from centernet_jax.data import pipeline, sources
 from centernet_jax.evaluators import coco
 from centernet_jax.models import detector
@@ -118,8 +118,8 @@ class Evaluator:
             logging.info("COCO evaluation (%s) at step %d:\n%s", self.test_mode, step,
                          evaluator.last_summary)
             if workdir:
-                evaluator.write_results(os.path.join(
-                    workdir, results_name or f"results_step_{step}.json"))
+                evaluator.write_results(
+                    paths.resolve(workdir) / (results_name or f"results_step_{step}.json"))
         metrics = multihost_utils.broadcast_one_to_all(
             {name: np.float32(metrics.get(name, 0.0))
              for name in (*coco.METRIC_NAMES, "unreadable_images")})
@@ -173,10 +173,10 @@ class Evaluator:
                 gt_boxes=gt)
             pictures.append(viz.side_by_side(drawn, viz.heatmap_overlay(canvas, heatmaps[i])))
         if workdir:
-            folder = os.path.join(workdir, "pictures")
-            os.makedirs(folder, exist_ok=True)
+            folder = paths.resolve(workdir) / "pictures"
+            folder.mkdir(parents=True, exist_ok=True)
             for i, picture in enumerate(pictures):
-                viz.save_png(os.path.join(folder, f"step_{step:07d}_{i}.png"), picture)
+                viz.save_png(folder / f"step_{step:07d}_{i}.png", picture)
         if writer is not None and pictures:
             writer.write_images(step, {"eval/predictions_and_heatmaps": np.stack(pictures)})
 
@@ -195,8 +195,8 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
     sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
     distributed.initialize()  # multi-host: join the other processes (no-op otherwise)
     test_mode = test_mode or config.eval.test_mode
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = paths.resolve(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     source = sources.make_source(config.dataset, config.dataset.eval_split)
     sources.fill_dataset_facts(config, source)
     task = tasks.make_task(config)
@@ -215,10 +215,10 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
     metrics = evaluator(loaded.variables, step, workdir, results_name=f"results_{tag}.json")
     seconds = time.time() - start
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, f"metrics_{tag}.json"), "w") as f:
-            json.dump({"checkpoint": loaded.source, "step": loaded.step, "mode": test_mode,
-                       "seconds": round(seconds, 1), **metrics}, f, indent=2)
-        writer = metric_writers.create_default_writer(workdir)
+        (workdir / f"metrics_{tag}.json").write_text(json.dumps(
+            {"checkpoint": loaded.source, "step": loaded.step, "mode": test_mode,
+             "seconds": round(seconds, 1), **metrics}, indent=2))
+        writer = metric_writers.create_default_writer(str(workdir))
         writer.write_scalars(step, {f"eval_{test_mode}/{k}": v for k, v in metrics.items()})
         writer.close()
     return metrics

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from centernet_jax import checkpointing, convert, sharding, train_state
+from centernet_jax import checkpointing, convert, paths, sharding, train_state
 from centernet_jax.data import transforms
 
 Variables = dict[str, Any]
@@ -116,8 +116,8 @@ def load_variables(config, model, *, workdir: str | None, checkpoint: str = "bes
         raise FileNotFoundError(
             f"checkpoint={checkpoint!r} needs a workdir, or pass a converted checkpoint "
             "directory; checkpoint is " + CHECKPOINT_HELP + ".")
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = paths.resolve(workdir) / "checkpoints"
+    if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: no training checkpoints in "
                                 f"workdir {workdir!r}.")
     checkpointer = checkpointing.Checkpointer(directory, async_save=False)

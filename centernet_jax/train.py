@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from centernet_jax import (checkpointing, config_checks, convert, distributed, evaluate,
-                           inference, sharding, tasks, train_state)
+                           inference, paths, sharding, tasks, train_state)
 from centernet_jax.data import pipeline, sanitize, sources, transforms
 from centernet_jax.models import detector
 
@@ -69,7 +68,9 @@ def make_train_step(model, task, tx, target_hw) -> Callable:
         metrics = {"loss": loss, **parts, "grad_norm": grad_norm,
                    "objects_per_image": jnp.sum(target["mask"]) / target["mask"].shape[0],
                    "nonfinite": 1.0 - finite.astype(jnp.float32),
-                   **{name: jnp.sum(batch[name]) for name in sanitize.COUNTERS}}
+                   # Batches made by hand (notebooks, tests) may leave the counters out.
+                   **{name: jnp.sum(batch[name]) for name in sanitize.COUNTERS
+                      if name in batch}}
         new_state = state.replace(step=state.step + 1, params=params,
                                   batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics
@@ -176,7 +177,7 @@ def _count_data(history: list[dict[str, jax.Array]], totals: dict[str, int]) -> 
     """Adds the steps' bad-data counters to ``totals``; logs what grew since the last call."""
     grown = {}
     for name in sanitize.COUNTERS:
-        count = int(sum(int(m[name]) for m in jax.device_get(history)))
+        count = int(sum(int(m.get(name, 0)) for m in jax.device_get(history)))
         if count:
             totals[name] += count
             grown[name] = count
@@ -200,17 +201,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config_checks.validate_config(config)
     sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
     distributed.initialize()  # a no-op on one host, or when main has done it
-    workdir = os.path.abspath(workdir)
+    workdir = paths.resolve(workdir)  # local, or a bucket (gs://...)
     # The dataset check comes first: a missing dataset must stop the run within seconds.
     train_source = sources.make_source(config.dataset, config.dataset.train_split)
     eval_source = sources.make_source(config.dataset, config.dataset.eval_split)
     sources.fill_dataset_facts(config, train_source)  # e.g. the class count of a COCO json
     task = tasks.make_task(config)
 
-    os.makedirs(workdir, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp,
                               num_slices=config.mesh.num_slices)
@@ -236,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         num_workers=config.train.num_workers,
         prefetch_buffer_size=config.train.prefetch_buffer_size)
     checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.train.max_checkpoints_to_keep)
+        workdir / "checkpoints", config.train.max_checkpoints_to_keep)
     latest = checkpointer.latest_step()
     if latest is not None:
         state = checkpointer.restore(
@@ -268,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule = train_state.learning_rate_schedule(config, steps_per_epoch)
 
     writer = metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0)
+        str(workdir), just_logging=jax.process_index() > 0)
     if latest is None:
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     progress = periodic_actions.ReportProgress(
@@ -338,8 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.close()
     writer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-            json.dump({"step": step, **eval_metrics}, f, indent=2)
+        (workdir / "final_metrics.json").write_text(
+            json.dumps({"step": step, **eval_metrics}, indent=2))
     logging.info("Finished at step %d in %.1f s.", step, time.time() - start)
     return eval_metrics
 

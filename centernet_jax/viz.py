@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import colorsys
+import os
 from typing import Sequence
 
+from etils import epath
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -107,5 +109,7 @@ def side_by_side(*images: np.ndarray, gap: int = 4) -> np.ndarray:
     return np.concatenate(pieces[:-1], axis=1)
 
 
-def save_png(path: str, image: np.ndarray) -> None:
-    Image.fromarray(np.asarray(image, np.uint8)).save(path)
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Writes uint8 [h, w, 3] RGB as PNG; `path` may be in a bucket (gs://...)."""
+    with epath.Path(path).open("wb") as f:
+        Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")

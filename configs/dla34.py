@@ -71,6 +71,7 @@ def get_config(arg: str | None = None):
         config.model.dla = small_dla(levels=(1, 1, 1, 2, 2, 1), channels=(4, 8, 8, 8, 16, 16))
         config.model.head_conv = 8
     else:
-        raise ValueError(f"Unknown dla34 config variant {variant!r}; use one of: coco, custom, pascal, pascal_512, demo, smoke.")
+        raise ValueError(f"Unknown dla34 config variant {variant!r}; use one of: coco, custom, "
+                         "pascal, pascal_512, demo, smoke.")
     config.variant = variant
     return config

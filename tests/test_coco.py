@@ -98,7 +98,8 @@ def test_coco_source_through_tfds_mock(tmp_path):
         return records
 
     with tfds.testing.mock_data(as_data_source_fn=as_data_source):
-        source = sources.make_source(dict(name="coco", data_dir=str(tmp_path)), "val")
+        source = sources.make_source(dict(name="coco", data_dir=str(tmp_path)), "val",
+                                     robust=False)
         crowd_free = coco.from_config(
             dict(name="coco", data_dir=str(tmp_path), drop_crowd=True), "validation")
         ground_truth = source.coco_ground_truth()

@@ -223,7 +223,7 @@ def test_default_is_the_official_ctdet_coco_dla_1x_recipe():
 
 
 def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="coco, demo, smoke"):
+    with pytest.raises(ValueError, match="coco, custom, pascal, pascal_512, demo, smoke"):
         dla34.get_config("demoo")
 
 

@@ -357,5 +357,5 @@ def test_coco_configs_are_the_official_recipes():
 
 
 def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="coco, coco_nodcn, demo, demo_nodcn, smoke"):
+    with pytest.raises(ValueError, match="coco, coco_nodcn, custom, pascal, demo, demo_nodcn, smoke"):
         resnet18.get_config("demoo")

@@ -356,8 +356,8 @@ def test_ddd_crop_mode_by_hand():
             center += [120 * np.clip(dx * 0.1, -0.2, 0.2), 40 * np.clip(dy * 0.1, -0.2, 0.2)]
         out = transform.random_map(element, np.random.default_rng(seed))
         assert bool(out["augmented"]) == augmented
-        np.testing.assert_allclose(out["boxes"], _hand_boxes(element["boxes"], center, scale, 24, 8),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            out["boxes"], _hand_boxes(element["boxes"], center, scale, 24, 8), atol=1e-4)
     never = TrainTransform(input_hw=(32, 96), crop_mode="ddd", ddd_aug_prob=0.0, flip_prob=0.0,
                            **PLAIN).random_map(element, np.random.default_rng(0))
     assert not never["augmented"]

@@ -157,7 +157,8 @@ def test_train_split_concatenates_both_trainvals(tmp_path):
     _fake_prepared(tmp_path, 2012, ("train", "validation"))
     requested = []
     with _mock_tfds(requested):
-        source = sources.make_source(dict(name="voc", data_dir=str(tmp_path)), "train")
+        source = sources.make_source(dict(name="voc", data_dir=str(tmp_path)), "train",
+                                     robust=False)
         without_difficult = voc.from_config(
             dict(data_dir=str(tmp_path), drop_difficult=True), "train")
     assert isinstance(source, voc.TfdsVocSource)

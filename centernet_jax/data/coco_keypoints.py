@@ -296,8 +296,7 @@ class TfdsCocoKeypointsSource:
         self.annotation_file = os.fspath(annotation_file) if annotation_file else None
         metadata_file = root / TFDS_NAME / version / _METADATA_FILE
         try:
-            with open(metadata_file) as f:
-                metadata = json.load(f)
+            metadata = json.loads(metadata_file.read_text())  # an epath: local or gs://
             num_annotations = np.asarray(metadata[f"{self.split}/num_annotations"], np.int64)
         except (OSError, ValueError, KeyError) as error:
             raise DatasetNotFoundError(

@@ -39,6 +39,7 @@ from absl import logging
 import cv2
 import numpy as np
 
+from centernet_jax import paths
 from centernet_jax.data import tfds_prepared
 from centernet_jax.data.sources import DatasetNotFoundError, _field
 
@@ -448,7 +449,7 @@ def prepare(manual_dir: str | os.PathLike, data_dir: str | os.PathLike,
                      len(ids), ", ".join(f"{name} {count}" for name, count in counts.items()))
     import tensorflow_datasets as tfds
 
-    builder = builder_class()(config=split_set, data_dir=os.fspath(Path(data_dir).expanduser()),
+    builder = builder_class()(config=split_set, data_dir=os.fspath(paths.resolve(data_dir)),
                               file_format="array_record")
     if builder.is_prepared():  # download_and_prepare would be a no-op; say so
         logging.info("%s/%s is already prepared in %s.", TFDS_NAME, split_set, builder.data_dir)

@@ -47,8 +47,9 @@ def make_train_iterator(
     The augmentation rng of each element is derived from (seed, global position in the
     repeated, shuffled stream), so a batch does not depend on `num_workers`, and resuming from
     a saved state reproduces the same batches. Process p of n gets every n-th batch of
-    `batch_size` consecutive elements, so the assembled global batch is the same for any n. `random_map` is applied before sharding (it is
-    lazy, so this costs nothing) so that the processes get independent augmentation draws.
+    `batch_size` consecutive elements, so the assembled global batch is the same for any n.
+    `random_map` is applied before sharding (it is lazy, so this costs nothing), so the
+    processes get independent augmentation draws.
 
     Args:
       source: a random-access source (`__len__`, `__getitem__`).

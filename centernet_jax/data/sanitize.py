@@ -89,7 +89,8 @@ def check_classes(element: dict[str, Any], num_classes: int, where: str = "") ->
     classes = np.asarray(element["classes"]).reshape(-1)
     bad = (classes >= num_classes) | (classes < -(num_classes + 1))
     if bad.any():
-        raise ValueError(f"{where or 'example'}: class indices {sorted(set(classes[bad].tolist()))} are "
+        indices = sorted(set(classes[bad].tolist()))
+        raise ValueError(f"{where or 'example'}: class indices {indices} are "
                          f"outside [0, {num_classes}) (the source's class map is wrong).")
 
 

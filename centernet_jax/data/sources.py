@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
 from typing import Any, Callable, Mapping
 
+from centernet_jax import paths
 from centernet_jax.data.shapes import ShapesSource
 
 
@@ -132,11 +132,10 @@ def fill_dataset_facts_from_run(config, workdir: str | None) -> None:
     """
     if config.dataset.get("num_classes") is not None or not workdir:
         return
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = paths.resolve(workdir) / "config.json"
+    if not path.exists():
         return
-    with open(path) as f:
-        recorded = json.load(f).get("dataset", {})
+    recorded = json.loads(path.read_text()).get("dataset", {})
     with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():
         for key in ("num_classes", "class_names", "category_ids"):
             if recorded.get(key) is not None:

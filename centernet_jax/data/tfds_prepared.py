@@ -16,9 +16,11 @@ from __future__ import annotations
 import io
 import os
 import re
-from pathlib import Path
 from typing import Any, Sequence
 
+from etils import epath
+
+from centernet_jax import paths
 from centernet_jax.data.sources import DatasetNotFoundError
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
@@ -28,14 +30,17 @@ _VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
 _TFDS_NAME = re.compile(r"^[a-z0-9_]+(/[A-Za-z0-9_.-]+)?$")
 
 
-def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where TFDS data is looked for: `data_dir` if given, else $TFDS_DATA_DIR and the default."""
+def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[epath.Path]:
+    """Where TFDS data is looked for: `data_dir` if given, else $TFDS_DATA_DIR and the default.
+
+    Local directories or buckets (gs://...; listing those imports TensorFlow's gfile).
+    """
     if data_dir:
-        return [Path(data_dir).expanduser()]
+        return [paths.resolve(data_dir)]
     candidates = []
     if os.environ.get("TFDS_DATA_DIR"):
-        candidates.append(Path(os.environ["TFDS_DATA_DIR"]).expanduser())
-    candidates.append(Path(DEFAULT_DATA_DIR).expanduser())
+        candidates.append(paths.resolve(os.environ["TFDS_DATA_DIR"]))
+    candidates.append(paths.resolve(DEFAULT_DATA_DIR))
     return candidates
 
 
@@ -47,13 +52,13 @@ def build_command(tfds_name: str) -> str:
     return f"tfds build {tfds_name} --file_format=array_record --data_dir={DATA_DIR_PLACEHOLDER}"
 
 
-def _version_key(version_dir: Path) -> tuple[int, ...]:
+def _version_key(version_dir: epath.Path) -> tuple[int, ...]:
     return tuple(int(part) for part in version_dir.name.split("."))
 
 
 def find_prepared(tfds_name: str, split: str | Sequence[str],
                   data_dir: str | os.PathLike | None, how_to_prepare: str
-                  ) -> tuple[Path, str]:
+                  ) -> tuple[epath.Path, str]:
     """(data_dir, version) of a prepared array_record `tfds_name` holding `split`.
 
     Looks for `<root>/<tfds_name>/<version>/<builder>-<split>.array_record*` under each root of

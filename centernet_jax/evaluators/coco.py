@@ -7,8 +7,10 @@ import copy
 import io
 import json
 import logging
+import os
 from typing import Sequence
 
+from etils import epath
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -102,6 +104,6 @@ class CocoEvaluator:
         self.last_summary = log.getvalue()
         return {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats)}
 
-    def write_results(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self._results, f)
+    def write_results(self, path: str | os.PathLike) -> None:
+        """Writes the COCO-format detections (`path` may be in a bucket, gs://...)."""
+        epath.Path(path).write_text(json.dumps(self._results))
