@@ -3,8 +3,6 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -12,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+import fresh_interpreter
 
 from centernet_jax.data import coco_json
 from centernet_jax.data.sources import DatasetNotFoundError
@@ -381,12 +381,8 @@ def test_missing_dataset_fails_fast_without_tensorflow(tmp_path):
         assert "tensorflow" not in sys.modules and "tensorflow_datasets" not in sys.modules
         print("ok")
     """)
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=repo_root, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    result = fresh_interpreter.run(script)
+    assert "ok" in result.stdout, result.stdout
 
 
 def test_start_up_is_fast_on_a_larger_file(tmp_path):

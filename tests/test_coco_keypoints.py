@@ -7,14 +7,14 @@ built with `prepare` once per module (~0.3 s after the TensorFlow import).
 import json
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+import fresh_interpreter
 
 from centernet_jax.data import coco_json
 from centernet_jax.data import coco_keypoints
@@ -303,9 +303,5 @@ def test_missing_dataset_fails_fast_without_tensorflow(tmp_path):
         assert "tensorflow" not in sys.modules and "tensorflow_datasets" not in sys.modules
         print("ok")
     """)
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=repo_root, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    result = fresh_interpreter.run(script)
+    assert "ok" in result.stdout, result.stdout

@@ -1,9 +1,6 @@
 """Tests for the KITTI 3D source (centernet_jax.data.kitti) over a tiny generated raw tree."""
 
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -11,6 +8,8 @@ import cv2
 import ml_collections
 import numpy as np
 import pytest
+
+import fresh_interpreter
 
 from centernet_jax.data import kitti, tfds_prepared
 from centernet_jax.data.sources import DatasetNotFoundError
@@ -296,12 +295,7 @@ def test_missing_data_fails_fast_without_importing_tensorflow(tmp_path):
         print("-----")
         print(prepare_message)
     """)
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=repo_root, env=env)
-    assert result.returncode == 0, result.stderr
+    result = fresh_interpreter.run(script)
     source_message, prepare_message = result.stdout.split("-----")
     assert "kitti_3d/subcnn" in source_message and "'validation'" in source_message
     assert (f"python -m centernet_jax.prepare kitti --manual_dir=KITTI_DIR "

@@ -1,14 +1,12 @@
 """Tests for the source registry (centernet_jax.data.sources) and the shared TFDS check
 (centernet_jax.data.tfds_prepared)."""
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import ml_collections
 import pytest
+
+import fresh_interpreter
 
 from centernet_jax.data import sanitize, sources, tfds_prepared
 from centernet_jax.data.shapes import ShapesSource
@@ -68,12 +66,8 @@ def test_missing_tfds_datasets_look_in_env_and_home_without_importing_tensorflow
         assert "tensorflow" not in sys.modules and "tensorflow_datasets" not in sys.modules
         print("ok")
     """)
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo_root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, cwd=repo_root, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    result = fresh_interpreter.run(script)
+    assert "ok" in result.stdout, result.stdout
 
 
 def _touch_split(root, tfds_name, version, split):
