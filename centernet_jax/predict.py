@@ -125,8 +125,9 @@ def read_image(path: str) -> np.ndarray:
 def class_names(dataset_config, num_classes: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """(names, COCO category ids) of the model's classes, without reading the dataset.
 
-    Shapes and COCO use their constants; any other dataset (or a class count that does not
-    match the constants) gets ``class_<i>`` with ids 1..C.
+    Names recorded by training (``dataset.class_names``/``category_ids``, read back from the
+    run's config.json) come first; then shapes, COCO and VOC use their constants; any other
+    dataset (or a class count that does not match) gets ``class_<i>`` with ids 1..C.
     """
     recorded = dataset_config.get("class_names") if hasattr(dataset_config, "get") else None
     if recorded and len(recorded) == num_classes:  # written by training (fill_dataset_facts)
