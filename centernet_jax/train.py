@@ -160,12 +160,11 @@ class _NonFiniteGuard:
                             "(%d so far).", step, self.skipped)
 
 
-def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-    """Means over the finite steps of ``history`` (NaN where every step was non-finite).
-
-    The data counters are not means: see ``_count_data``.
+def _mean_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Means over the finite steps of ``history`` (host values; NaN where every step was
+    non-finite). The data counters are not means: see ``_count_data``.
     """
-    stacked = [m for m in jax.device_get(history) if not m["nonfinite"] > 0]
+    stacked = [m for m in history if not m["nonfinite"] > 0]
     names = [name for name in history[0]
              if name != "nonfinite" and name not in sanitize.COUNTERS]
     if not stacked:
@@ -173,11 +172,12 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {name: float(np.mean([m[name] for m in stacked])) for name in names}
 
 
-def _count_data(history: list[dict[str, jax.Array]], totals: dict[str, int]) -> None:
-    """Adds the steps' bad-data counters to ``totals``; logs what grew since the last call."""
+def _count_data(history: list[dict[str, np.ndarray]], totals: dict[str, int]) -> None:
+    """Adds the steps' bad-data counters (host values) to ``totals``; logs what grew since
+    the last call."""
     grown = {}
     for name in sanitize.COUNTERS:
-        count = int(sum(int(m.get(name, 0)) for m in jax.device_get(history)))
+        count = int(sum(int(m.get(name, 0)) for m in history))
         if count:
             totals[name] += count
             grown[name] = count
@@ -297,8 +297,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 is_last = step == total_steps
                 if step % config.train.log_every_steps == 0 or is_last:
                     guard.check()
-                    summary = _mean_metrics(history)
-                    _count_data(history, data_counts)
+                    fetched = jax.device_get(history)  # one transfer for both
+                    summary = _mean_metrics(fetched)
+                    _count_data(fetched, data_counts)
                     history = []
                     summary["learning_rate"] = float(schedule(step - 1))
                     summary.update({f"data_{name}_total": float(count)

@@ -29,38 +29,9 @@ Flags (each also read from the environment variable in capitals, flags win):
 
 Arguments after --, and any --config.KEY=VALUE flag, are passed to centernet_jax.main.'
 
-die() {
-  echo "multinode.sh: error: $*" >&2
-  echo "Run launch/multinode.sh --help for usage." >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line, quoting only the words that need it.
-shell_quote() {
-  local word quoted=()
-  for word in "$@"; do
-    if [[ $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      quoted+=("$word")
-    else
-      quoted+=("'${word//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s\n' "${quoted[*]}"
-}
-
-# Prints what is done (stdout in a dry run, stderr with "+ " otherwise) and does it unless dry.
-announce() {
-  if [[ $DRY_RUN == 1 ]]; then
-    shell_quote "$@"
-  else
-    echo "+ $(shell_quote "$@")" >&2
-  fi
-}
-
-export_var() {
-  announce export "$1=$2"
-  [[ $DRY_RUN == 1 ]] || export "$1=$2"
-}
+readonly SCRIPT_NAME=multinode.sh HELP_COMMAND="launch/multinode.sh --help"
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 NODE_RANK=${NODE_RANK:-}
 NUM_NODES=${NUM_NODES:-}

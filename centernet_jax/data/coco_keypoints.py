@@ -35,7 +35,7 @@ import numpy as np
 
 from centernet_jax.data import coco_json
 from centernet_jax.data import tfds_prepared
-from centernet_jax.data.sources import DatasetNotFoundError, _field
+from centernet_jax.data.sources import DatasetNotFoundError, _field, check_index
 
 TFDS_NAME = "coco_person_keypoints"  # not a TFDS-registered name (TFDS 4.9 has none like it)
 PREPARE_COMMAND = ("python -m centernet_jax.prepare coco_keypoints --manual_dir={manual_dir} "
@@ -324,10 +324,7 @@ class TfdsCocoKeypointsSource:
                 f"drop_crowd={self.drop_crowd}, num_images={len(self)})")
 
     def __getitem__(self, index) -> dict[str, Any]:
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}.")
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images.")
+        index = check_index(index, len(self))
         record_index = int(self._record_indices[index])
         record = self._records[record_index]
         file_name = tfds_prepared.as_text(record["image/filename"])

@@ -22,7 +22,7 @@ Grain worker processes and JAX processes: the trainer sums them per batch and lo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import numpy as np
@@ -43,16 +43,21 @@ class UnreadableRunError(RuntimeError):
     """Too many consecutive examples could not be read: the data, not one file, is broken."""
 
 
-def zero_counters() -> dict[str, np.ndarray]:
-    return {name: np.int32(0) for name in COUNTERS}
+# Names an example in messages: a string, or a function making one, called only when there is
+# something to say (building the name for every example would be wasted work).
+Where = str | Callable[[], str]
 
 
-def remove_invalid_objects(element: dict[str, Any], where: str = "") -> dict[str, Any]:
+def _describe(where: Where) -> str:
+    return (where() if callable(where) else where) or "example"
+
+
+def remove_invalid_objects(element: dict[str, Any], where: Where = "") -> dict[str, Any]:
     """Drops objects with non-finite fields; unlabels non-finite keypoints; counts both.
 
     Args:
       element: a source element (see `sources.py`); not modified.
-      where: names the example in the log line.
+      where: names the example in the log line (a string, or a function making one).
 
     Returns:
       A new element with the bad rows removed and `num_invalid` int32 [] added.
@@ -71,26 +76,27 @@ def remove_invalid_objects(element: dict[str, Any], where: str = "") -> dict[str
             if key in output:
                 output[key] = np.asarray(output[key])[keep]
     if "keypoints" in output:
-        keypoints = np.array(output["keypoints"], dtype=np.float32, copy=True)
+        keypoints = np.asarray(output["keypoints"], dtype=np.float32)
         bad = ~np.isfinite(keypoints).all(axis=-1)  # [n, K]
         if bad.any():
+            keypoints = keypoints.copy()
             keypoints[bad] = 0.0  # (0, 0, v=0): unlabelled
             num_invalid += int(bad.sum())
         output["keypoints"] = keypoints
     if num_invalid:
         logging.warning("%s: %d object(s)/keypoint(s) with non-finite annotations removed.",
-                        where or "example", num_invalid)
+                        _describe(where), num_invalid)
     output["num_invalid"] = np.int32(num_invalid)
     return output
 
 
-def check_classes(element: dict[str, Any], num_classes: int, where: str = "") -> None:
+def check_classes(element: dict[str, Any], num_classes: int, where: Where = "") -> None:
     """Classes must lie in [0, num_classes), or be an ignore code in [-(num_classes+1), -1]."""
     classes = np.asarray(element["classes"]).reshape(-1)
     bad = (classes >= num_classes) | (classes < -(num_classes + 1))
     if bad.any():
         indices = sorted(set(classes[bad].tolist()))
-        raise ValueError(f"{where or 'example'}: class indices {indices} are "
+        raise ValueError(f"{_describe(where)}: class indices {indices} are "
                          f"outside [0, {num_classes}) (the source's class map is wrong).")
 
 
@@ -127,7 +133,9 @@ class RobustSource:
         return f"RobustSource({self.source!r})"
 
     def _sanitise(self, element: dict[str, Any], index: int) -> dict[str, Any]:
-        where = f"example {index} (image_id {element.get('image_id', '?')}) of {self.source!r}"
+        def where() -> str:
+            return f"example {index} (image_id {element.get('image_id', '?')}) of {self.source!r}"
+
         element = remove_invalid_objects(element, where)
         check_classes(element, self.source.num_classes, where)
         return element

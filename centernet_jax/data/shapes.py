@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from centernet_jax.data import sources
+
 CLASS_NAMES = ("ellipse", "rectangle", "triangle", "ring", "cross")
 SPLIT_IDS = {"train": 0, "val": 1, "validation": 1}
 BACKGROUND_KINDS = ("flat", "gradient", "noise", "stripes", "checkerboard")
@@ -207,7 +209,7 @@ class ShapesSource:
                 f"objects_per_image={self.objects_per_image}, object_size={self.object_size})")
 
     def __getitem__(self, index) -> dict[str, Any]:
-        layout = self._layout(self._check_index(index))
+        layout = self._layout(sources.check_index(index, self.num_examples))
         boxes = np.array([obj.box for obj in layout.objects], dtype=np.float32).reshape(-1, 4)
         return {
             "image": self._render(layout),
@@ -241,14 +243,6 @@ class ShapesSource:
                 "annotations": annotations, "categories": categories}
 
     # -- Generation ------------------------------------------------------------------------
-
-    def _check_index(self, index) -> int:
-        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}.")
-        index = int(index)
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} out of range for {self.num_examples} examples.")
-        return index
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self._split_id, index, stream])
@@ -350,3 +344,19 @@ class ShapesSource:
                 wave = (wave > 0.5).astype(np.float32)  # hard-edged stripes
             return wave.astype(np.float32)
         raise ValueError(f"unknown background kind {kind!r}")
+
+
+def from_config(config: Any, split: str) -> ShapesSource:
+    """The shapes source of `split` ("train", "val"/"validation") from a dataset config."""
+    if split == "train":
+        num_examples = sources._field(config, "num_train", 1000)
+    elif split in ("val", "validation"):
+        num_examples = sources._field(config, "num_val", 200)
+    else:
+        raise ValueError(f"unknown shapes split {split!r}; known: 'train', 'val'.")
+    optional = {key: sources._field(config, key) for key in (
+        "image_size", "objects_per_image", "object_size", "min_visible", "min_contrast",
+        "min_object_contrast", "noise_std")}
+    return ShapesSource(split=split, num_examples=num_examples,
+                        seed=sources._field(config, "seed", 0),
+                        **{key: value for key, value in optional.items() if value is not None})

@@ -25,10 +25,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
+
+import numpy as np
 
 from centernet_jax import paths
-from centernet_jax.data.shapes import ShapesSource
 
 
 class DatasetNotFoundError(ValueError):
@@ -47,43 +48,26 @@ def _field(config: Any, key: str, default: Any = None) -> Any:
 # -- Registry -------------------------------------------------------------------------------
 
 
-def _make_shapes(config: Any, split: str) -> ShapesSource:
-    if split == "train":
-        num_examples = _field(config, "num_train", 1000)
-    elif split in ("val", "validation"):
-        num_examples = _field(config, "num_val", 200)
-    else:
-        raise ValueError(f"unknown shapes split {split!r}; known: 'train', 'val'.")
-    optional = {key: _field(config, key) for key in (
-        "image_size", "objects_per_image", "object_size", "min_visible", "min_contrast",
-        "min_object_contrast", "noise_std")}
-    return ShapesSource(split=split, num_examples=num_examples, seed=_field(config, "seed", 0),
-                        **{key: value for key, value in optional.items() if value is not None})
+# Dataset names, each the module in centernet_jax.data whose `from_config(config, split)`
+# builds it. Modules are imported on first use: they import this module, and only the chosen
+# dataset's dependencies should load.
+DATASETS = (
+    "shapes",  # the embedded, generated dataset
+    "coco",  # COCO 2017 detection, TFDS coco/2017
+    "voc",  # Pascal VOC 07+12, TFDS voc/2007 + voc/2012
+    "coco_keypoints",  # COCO person keypoints, our TFDS builder
+    "kitti",  # KITTI object with calibration, our TFDS builder
+    "coco_json",  # any COCO-format annotation json + image folder
+)
 
 
-# dataset.name -> the module (in centernet_jax.data) whose `from_config` builds it. Modules are
-# imported on first use: they import this module, and only the chosen dataset's dependencies
-# should load.
-DATASET_MODULES = {
-    "coco": "coco",  # COCO 2017 detection, TFDS coco/2017
-    "voc": "voc",  # Pascal VOC 07+12, TFDS voc/2007 + voc/2012
-    "coco_keypoints": "coco_keypoints",  # COCO person keypoints, our TFDS builder
-    "kitti": "kitti",  # KITTI object with calibration, our TFDS builder
-    "coco_json": "coco_json",  # any COCO-format annotation json + image folder
-}
-
-
-def _lazy_builder(module_name: str) -> Callable[[Any, str], Any]:
-    def build(config: Any, split: str):
-        module = importlib.import_module(f"centernet_jax.data.{module_name}")
-        return module.from_config(config, split)
-    return build
-
-
-SOURCE_BUILDERS: dict[str, Callable[[Any, str], Any]] = {
-    "shapes": _make_shapes,
-    **{name: _lazy_builder(module) for name, module in DATASET_MODULES.items()},
-}
+def check_index(index: Any, size: int) -> int:
+    """`index` as an int in [0, size): a TypeError for non-integers, an IndexError outside."""
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"index must be an integer, got {type(index).__name__}.")
+    if not 0 <= index < size:
+        raise IndexError(f"index {index} out of range for {size} examples.")
+    return int(index)
 
 
 def make_source(dataset_config: Any, split: str, *, robust: bool = True):
@@ -97,9 +81,10 @@ def make_source(dataset_config: Any, split: str, *, robust: bool = True):
       DatasetNotFoundError: the dataset is not prepared; the message says how.
     """
     name = _field(dataset_config, "name")
-    if name not in SOURCE_BUILDERS:
-        raise ValueError(f"unknown dataset name {name!r}; known: {sorted(SOURCE_BUILDERS)}.")
-    source = SOURCE_BUILDERS[name](dataset_config, split)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset name {name!r}; known: {sorted(DATASETS)}.")
+    module = importlib.import_module(f"centernet_jax.data.{name}")
+    source = module.from_config(dataset_config, split)
     num_classes = _field(dataset_config, "num_classes")
     if num_classes is not None and num_classes != source.num_classes:
         raise ValueError(f"dataset.num_classes={num_classes} but {name!r} {split!r} has "
@@ -113,15 +98,25 @@ def make_source(dataset_config: Any, split: str, *, robust: bool = True):
     return source
 
 
+DATASET_FACTS = ("num_classes", "class_names", "category_ids")
+
+
+def _record_facts(config, facts: dict[str, Any]) -> None:
+    """Sets `config.dataset[key]` for each fact (lists as tuples), even on a locked config."""
+    with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():
+        for key, value in facts.items():
+            config.dataset[key] = tuple(value) if isinstance(value, list) else value
+
+
 def fill_dataset_facts(config, source) -> None:
     """Records what the data says in `config.dataset` (mutated in place): `num_classes` when
     unset, and `class_names` / `category_ids`, so that a saved config describes the model's
     classes without the dataset (prediction, export)."""
-    with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():
-        if config.dataset.get("num_classes") is None:
-            config.dataset.num_classes = int(source.num_classes)
-        config.dataset.class_names = tuple(str(n) for n in source.class_names)
-        config.dataset.category_ids = tuple(int(i) for i in source.category_ids)
+    facts = {"class_names": [str(n) for n in source.class_names],
+             "category_ids": [int(i) for i in source.category_ids]}
+    if config.dataset.get("num_classes") is None:
+        facts["num_classes"] = int(source.num_classes)
+    _record_facts(config, facts)
 
 
 def fill_dataset_facts_from_run(config, workdir: str | None) -> None:
@@ -136,8 +131,5 @@ def fill_dataset_facts_from_run(config, workdir: str | None) -> None:
     if not path.exists():
         return
     recorded = json.loads(path.read_text()).get("dataset", {})
-    with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():
-        for key in ("num_classes", "class_names", "category_ids"):
-            if recorded.get(key) is not None:
-                value = recorded[key]
-                config.dataset[key] = tuple(value) if isinstance(value, list) else value
+    _record_facts(config, {key: recorded[key] for key in DATASET_FACTS
+                           if recorded.get(key) is not None})
