@@ -1,6 +1,6 @@
 """Similarity/affine helpers shared by the input pipeline and post-processing (NumPy, host side).
 
-The construction follows the official CenterNet `get_affine_transform` (spec §3.1, §8 item 4):
+The construction follows the official CenterNet `get_affine_transform`:
 three point correspondences (the centre, a point half a source width "above" it, and the point
 perpendicular to those two) define a 2x3 matrix. Only `scale[0]` is used, so the map is a
 similarity with factor out_w / scale[0] in both axes that sends `center` to the canvas centre.
@@ -128,32 +128,47 @@ def affine_transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarra
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def boxes_to_image(
-    boxes: np.ndarray,
+def grid_hw(input_hw: Sequence[int], down_ratio: int) -> tuple[int, int]:
+    """The output grid of a stride-``down_ratio`` network on an ``input_hw`` input.
+
+    ceil(input / stride) per axis: input / stride for the multiples of the stride that
+    CenterNet uses, and 128 for CornerNet's 511-pixel input. Every module that needs the
+    grid (transforms, targets, evaluation, prediction) takes it from here.
+    """
+    if len(input_hw) != 2 or min(input_hw) < 1 or down_ratio < 1:
+        raise ValueError(f"input_hw must be (height, width) > 0 and down_ratio >= 1, got "
+                         f"{tuple(input_hw)!r} and {down_ratio!r}.")
+    height, width = (int(v) for v in input_hw)
+    return -(-height // down_ratio), -(-width // down_ratio)
+
+
+def points_to_image(
+    points: np.ndarray,
     center: np.ndarray,
     scale: np.ndarray,
     output_hw: Sequence[int],
 ) -> np.ndarray:
-    """Maps boxes from output-grid pixels back to original-image pixels (official transform_preds).
+    """Maps points from output-grid pixels back to original-image pixels (official
+    transform_preds).
 
-    Both corners go through the inverse of `get_affine_transform(center, scale, 0, (out_w,
+    The points go through the inverse of `get_affine_transform(center, scale, 0, (out_w,
     out_h))`, the same warp the input was prepared with (at output resolution).
 
     Args:
-      boxes: [B, K, 4] (x1, y1, x2, y2) in output-grid pixels.
+      points: [B, N, 2] (x, y) in output-grid pixels.
       center: [B, 2] window centres, original-image pixels.
       scale: [B, 2] or [B] window sizes, original-image pixels (only the first entry is used).
       output_hw: (out_h, out_w) of the output grid.
 
     Returns:
-      [B, K, 4] boxes in original-image pixels; float32 for float32 input, else float64.
+      [B, N, 2] points in original-image pixels; float32 for float32 input, else float64.
     """
-    boxes = np.asarray(boxes)
+    points = np.asarray(points)
     center = np.asarray(center, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
-    if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape [B, K, 4], got {boxes.shape}.")
-    batch = boxes.shape[0]
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must have shape [B, N, 2], got {points.shape}.")
+    batch = points.shape[0]
     if center.shape != (batch, 2):
         raise ValueError(f"center must have shape ({batch}, 2), got {center.shape}.")
     if scale.shape not in ((batch,), (batch, 2)):
@@ -169,7 +184,30 @@ def boxes_to_image(
         for b in range(batch)
     ]) if batch else np.zeros((0, 2, 3))  # [B, 2, 3]
 
-    corners = boxes.astype(np.float64).reshape(batch, 2 * boxes.shape[1], 2)  # [B, 2K, 2]
-    mapped = np.einsum("bij,bkj->bki", inverse[:, :, :2], corners) + inverse[:, None, :, 2]
-    out_dtype = boxes.dtype if boxes.dtype in (np.float32, np.float64) else np.float64
-    return mapped.reshape(boxes.shape).astype(out_dtype)
+    mapped = (np.einsum("bij,bkj->bki", inverse[:, :, :2], points.astype(np.float64))
+              + inverse[:, None, :, 2])
+    out_dtype = points.dtype if points.dtype in (np.float32, np.float64) else np.float64
+    return mapped.astype(out_dtype)
+
+
+def boxes_to_image(
+    boxes: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    output_hw: Sequence[int],
+) -> np.ndarray:
+    """Maps boxes from output-grid pixels back to original-image pixels: both corners
+    through `points_to_image`.
+
+    Args:
+      boxes: [B, K, 4] (x1, y1, x2, y2) in output-grid pixels.
+      center, scale, output_hw: as `points_to_image`.
+
+    Returns:
+      [B, K, 4] boxes in original-image pixels; float32 for float32 input, else float64.
+    """
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape [B, K, 4], got {boxes.shape}.")
+    corners = boxes.reshape(boxes.shape[0], 2 * boxes.shape[1], 2)  # [B, 2K, 2]
+    return points_to_image(corners, center, scale, output_hw).reshape(boxes.shape)

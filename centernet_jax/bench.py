@@ -4,6 +4,7 @@ r"""Benchmarks of model pieces and whole models, on whatever device JAX sees.
   python -m centernet_jax.bench --what=models [--quick] [--batch=16] [--iters=10] \
       [--configs=configs/hourglass.py,configs/resnet18.py:coco_nodcn] [--json=/tmp/m.json]
   python -m centernet_jax.bench --what=input [--quick] [--images=96] [--batch=16]
+  python -m centernet_jax.bench --what=startup [--quick] [--images=5000]
 
 Benchmarks live in a small registry (``centernet_jax.benchmarks.registry``):
 ``@register("name")`` on a function ``(quick, **options) -> dict`` whose result holds
@@ -21,6 +22,8 @@ added; ``main`` prints the table(s) and optionally writes the whole dict as JSON
           targets rendered on the device vs on the host as the official loader does: CPU
           ms per example, images/s per core, host->device bytes per example
           (``centernet_jax.benchmarks.input_pipeline``).
+  startup how soon a run reports a missing dataset, and how fast a COCO-format json opens
+          (``centernet_jax.benchmarks.startup``).
 
 Timings are wall-clock medians over repeated calls of a jitted function after warm-up,
 each call waited for with ``block_until_ready``. FLOPs and bytes come from XLA's own
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from centernet_jax import paths
 # Importing a benchmark module registers its benchmark.
 from centernet_jax.benchmarks.dcn import DCN_QUICK_SHAPES, DCN_SHAPES, bench_dcn
 from centernet_jax.benchmarks.models import bench_models
@@ -70,7 +74,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("iters", None, "models: timed calls per measurement (default 10, "
                          "quick 3).")
     flags.DEFINE_integer("images", None, "input: generated JPEGs read per pass (default 96, "
-                         "quick 4).")
+                         "quick 4); startup: images in the generated COCO json (default "
+                         "5000, quick 500).")
 
 
 def main(argv: list[str]) -> None:
@@ -82,7 +87,7 @@ def main(argv: list[str]) -> None:
     options = {name: getattr(FLAGS, name) for name in ("configs", "batch", "iters", "images")
                if getattr(FLAGS, name) is not None}
     accepted = {"models": {"configs", "batch", "iters"}, "memory": {"configs", "batch"},
-                "input": {"images", "batch"}}
+                "input": {"images", "batch"}, "startup": {"images"}}
     extra = set(options) - accepted.get(FLAGS.what, set())
     if extra:
         given = ", ".join(f"--{name}" for name in sorted(extra))
@@ -90,8 +95,7 @@ def main(argv: list[str]) -> None:
     result = run(FLAGS.what, FLAGS.quick, **options)
     print(report(result))
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(result, f, indent=1)
+        paths.resolve(FLAGS.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

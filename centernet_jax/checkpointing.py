@@ -2,11 +2,13 @@
 
 One checkpoint = ``state`` (a pytree of arrays, restored onto whatever mesh the caller asks
 for) + ``data_iter`` (the input pipeline position, so a resumed run sees the same batches).
-Kept: the latest ``max_to_keep`` steps plus the best one by validation AP.
+Kept: the latest ``max_to_keep`` steps plus the best one by the task's selecting metric
+(``best_metric``, e.g. COCO AP), which evaluation saves with the checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -16,24 +18,32 @@ from orbax.checkpoint import checkpoint_managers
 
 from centernet_jax import paths
 
-BEST_METRIC = "AP"
-
 
 class Checkpointer:
     """A thin wrapper over ``ocp.CheckpointManager`` with this project's layout."""
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
-                 async_save: bool = True):
+                 async_save: bool = True, best_metric: str | None = None):
+        """Args:
+          directory: the checkpoints' directory (created if needed; a bucket too).
+          max_to_keep: latest checkpoints kept.
+          async_save: save in a background thread.
+          best_metric: the metric (in the ``metrics`` of ``save``) whose highest value
+            marks the best checkpoint, always kept and found by ``best_step``; None for a
+            reader that only lists and restores (``best_step`` is then None).
+        """
         self.directory = paths.resolve(directory)  # Orbax writes buckets (gs://) too
-        preservation = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(n=max_to_keep),
-            checkpoint_managers.BestN(
-                get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False),
-        ])
+        self.best_metric = best_metric
+        policies = [checkpoint_managers.LatestN(n=max_to_keep)]
+        best = None
+        if best_metric is not None:
+            best = functools.partial(_metric, best_metric)
+            policies.append(checkpoint_managers.BestN(
+                get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save,
-            preservation_policy=preservation,
-            best_fn=_best_metric,
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            best_fn=best,
             best_mode="max",
             create=True,
         )
@@ -44,7 +54,8 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        return self._manager.best_step()
+        """The step with the highest ``best_metric`` (None without one)."""
+        return self._manager.best_step() if self.best_metric is not None else None
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
@@ -77,5 +88,5 @@ class Checkpointer:
         self._manager.close()
 
 
-def _best_metric(metrics: dict[str, float]) -> float:
-    return float(metrics[BEST_METRIC])
+def _metric(name: str, metrics: dict[str, float]) -> float:
+    return float(metrics[name])

@@ -1,28 +1,19 @@
-"""What every command-line entry point does before and around its work."""
+"""What every command-line entry point does before and around its work.
+
+Each command (``main``, ``evaluate``, ``predict``, ``export``) defines its flags with
+``define_config_flags`` (one definition of ``--config`` / ``--workdir``), starts with
+``run(main)`` instead of ``absl.app.run`` so that ``--config`` finds the file and its
+``configs`` helpers from any working directory (``config_loading``), and wraps its work in
+``exit_on_user_error``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging as std_logging
 import sys
-from typing import Iterator
+from typing import Callable, Iterator
 
 from absl import logging
-
-
-class _QuietLibraryInfo(std_logging.Filter):
-    """Drops the INFO chatter of Orbax's checkpoint internals; warnings still pass."""
-
-    def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-
-def prepare_process() -> None:
-    """Keeps TensorFlow (imported by clu and TFDS) off the accelerators; quiets Orbax."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-    tf.config.set_visible_devices([], "GPU")
-    logging.get_absl_handler().addFilter(_QuietLibraryInfo())
 
 
 @contextlib.contextmanager
@@ -45,17 +36,24 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(f"error: {error}")
 
 
-def define_model_flags(*, workdir_help: str, workdir_required: bool = False) -> None:
-    """``--config``, ``--workdir`` and ``--checkpoint``: how a command names its model."""
+def define_config_flags(*, workdir_help: str, workdir_required: bool = False) -> None:
+    """``--config`` (a config file with variant; fields overridable as ``--config.a.b=v``)
+    and ``--workdir``."""
     from absl import flags  # pylint: disable=g-import-not-at-top
     from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-    from centernet_jax import inference  # pylint: disable=g-import-not-at-top
 
     config_flags.DEFINE_config_file(
         "config", None, "Config file with variant, e.g. configs/hourglass.py:demo.",
         lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help, required=workdir_required)
+
+
+def define_checkpoint_flag() -> None:
+    """``--checkpoint``: which variables a command loads."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    from centernet_jax import inference  # pylint: disable=g-import-not-at-top
+
     flags.DEFINE_string("checkpoint", "best", inference.CHECKPOINT_HELP + ".")
 
 
@@ -69,3 +67,35 @@ def config_from_flags(argv: list[str]):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/hourglass.py:demo")
     return config
+
+
+def _resolve_config_argument(argv: list[str]) -> tuple[list[str], str | None]:
+    """``argv`` with ``--config=PATH[:variant]``'s path made absolute where the loader finds
+    it, and that path (None if there is no such argument or no such file)."""
+    from centernet_jax import config_loading  # pylint: disable=g-import-not-at-top
+
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            path, variant = config_loading.split_spec(arg[len("--config="):])
+            try:
+                path = config_loading.resolve_path(path)
+            except FileNotFoundError:
+                return argv, None  # the flag parser reports the missing file
+            argv[i] = f"--config={path}" + (f":{variant}" if variant is not None else "")
+            return argv, path
+    return argv, None
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """``absl.app.run(main)`` with ``--config`` located as ``load_config`` locates it."""
+    from absl import app  # pylint: disable=g-import-not-at-top
+
+    from centernet_jax import config_loading  # pylint: disable=g-import-not-at-top
+
+    argv, path = _resolve_config_argument(sys.argv)
+    sys.argv = argv  # the config flag reads its overrides from sys.argv
+    binding = (config_loading.configs_package(path) if path is not None
+               else contextlib.nullcontext())
+    with binding:
+        app.run(main, argv=argv)

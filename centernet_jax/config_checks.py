@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-import os
-
-from centernet_jax import convert, inference
+from centernet_jax import convert, inference, paths, tasks
 
 TEST_MODES = ("plain", "flip", "multiscale")
 SOFT_NMS_VARIANTS = ("official", "corrected")
 
 
+def resolved_copy(config):
+    """A deep copy of ``config`` with references resolved, locked if ``config`` is: a run
+    records what the data adds in the copy, never in the caller's config."""
+    copy = config.copy_and_resolve_references()
+    if config.is_locked:
+        copy.lock()
+    return copy
+
+
 def validate_config(config) -> None:
     """Fails fast, with the offending field named, on values that would fail later."""
+    task_class = tasks.get(config.task)  # an unknown task name is an error naming the known
     if config.input.down_ratio != 4:
         raise ValueError(f"input.down_ratio={config.input.down_ratio}: only 4 is supported.")
-    for name, (height, width) in (("input.input_hw", config.input.input_hw),
-                                  ("eval.input_hw", inference.eval_input_hw(config))):
-        if height % 4 or width % 4:
-            raise ValueError(f"{name}={(height, width)} must be multiples of 4.")
+    for name, input_hw in (("input.input_hw", config.input.input_hw),
+                           ("eval.input_hw", inference.eval_input_hw(config))):
+        try:
+            task_class.output_hw(input_hw, config.input.down_ratio)
+        except ValueError as error:
+            raise ValueError(f"{name}={tuple(input_hw)}: {error}") from None
     if config.train.batch_size < 1 or config.eval.batch_size < 1:
         raise ValueError("train.batch_size and eval.batch_size must be positive.")
     if config.eval.top_k < 1:
@@ -41,7 +51,7 @@ def validate_config(config) -> None:
     if config.eval.max_per_image < 1:
         raise ValueError(f"eval.max_per_image={config.eval.max_per_image} must be positive.")
     init_dir = config.init.checkpoint
-    if init_dir and not os.path.exists(os.path.join(init_dir, convert.CONVERSION_FILE)):
+    if init_dir and not (paths.resolve(init_dir) / convert.CONVERSION_FILE).exists():
         raise FileNotFoundError(
             f"init.checkpoint={init_dir!r} is not a converted checkpoint (no "
             f"{convert.CONVERSION_FILE}); make one with `python -m centernet_jax.convert "

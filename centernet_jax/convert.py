@@ -45,10 +45,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
+from etils import epath
 from flax import traverse_util
 
-from centernet_jax import torch_checkpoint
+from centernet_jax import paths, torch_checkpoint
 from centernet_jax.models import detector
+from centernet_jax.models.heads import HeadSpec
 
 Array = np.ndarray
 FlatTree = dict[tuple[str, ...], Any]  # (collection, *path) -> array or shape
@@ -289,12 +291,16 @@ def _join(path: tuple[str, ...]) -> str:
 def abstract_variables(architecture: Architecture, heads: Mapping[str, int] | None = None
                        ) -> FlatTree:
     """(collection, *path) -> shape of the flax model the architecture describes."""
-    model = detector.build_model(architecture.config_dict(), heads or architecture.heads or {"hm": 1})
+    heads = heads or architecture.heads
+    # Shapes only: the heads' initialisation does not matter; a backbone-only checkpoint
+    # gets one placeholder head, dropped below.
+    specs = {name: HeadSpec(int(channels)) for name, channels in (heads or {"_": 1}).items()}
+    model = detector.build_model(architecture.config_dict(), specs)
     size = _probe_input_size(architecture)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                   jnp.zeros((1, size, size, 3)), train=False))
     flat = {k: tuple(v.shape) for k, v in _flatten(variables).items()}
-    if not (heads or architecture.heads):
+    if not heads:
         flat = {k: v for k, v in flat.items() if k[1] == "backbone"}
     return flat
 
@@ -396,11 +402,10 @@ def save(directory: str, converted: Converted, source: dict[str, Any] | None = N
     """Writes `directory/variables` (Orbax) and `directory/conversion.json`; returns the path."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, VARIABLES_DIR)
+    directory = paths.resolve(directory)  # local, or a bucket (gs://...)
+    directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(target, converted.variables, force=True)
+        checkpointer.save(directory / VARIABLES_DIR, converted.variables, force=True)
     metadata = {
         "format": "centernet_jax converted checkpoint v1",
         "kind": converted.architecture.kind,
@@ -410,24 +415,22 @@ def save(directory: str, converted: Converted, source: dict[str, Any] | None = N
         "dropped_keys": converted.dropped,
         "source": source or {},
     }
-    with open(os.path.join(directory, CONVERSION_FILE), "w") as f:
-        json.dump(metadata, f, indent=2, default=list)
-    return directory
+    (directory / CONVERSION_FILE).write_text(json.dumps(metadata, indent=2, default=list))
+    return str(directory)
 
 
 def load(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(variables as numpy arrays, metadata) of a directory written by `save`."""
     import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(directory)
-    meta_path = os.path.join(directory, CONVERSION_FILE)
-    if not os.path.exists(meta_path):
+    directory = paths.resolve(directory)
+    meta_path = directory / CONVERSION_FILE
+    if not meta_path.exists():
         raise FileNotFoundError(
             f"{directory} is not a converted checkpoint (no {CONVERSION_FILE}); create one with "
             "`python -m centernet_jax.convert --input=MODEL.pth --output=DIR`")
-    with open(meta_path) as f:
-        metadata = json.load(f)
-    path = os.path.join(directory, VARIABLES_DIR)
+    metadata = json.loads(meta_path.read_text())
+    path = directory / VARIABLES_DIR
     with ocp.StandardCheckpointer() as checkpointer:
         abstract = checkpointer.metadata(path).item_metadata.tree
         target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), abstract)
@@ -439,8 +442,7 @@ def load(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def convert(input_path: str, output_dir: str | None = None, *, imagenet: bool = False,
             backbone_only: bool = False, use_torch: bool | None = None) -> Converted:
     """Reads an official checkpoint safely, converts and checks it, optionally saves it."""
-    with open(input_path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = hashlib.sha256(epath.Path(input_path).read_bytes()).hexdigest()
     state = torch_checkpoint.load_state_dict(input_path, use_torch=use_torch)
     converted = convert_state_dict(state, imagenet=imagenet, backbone_only=backbone_only)
     if output_dir is not None:
@@ -533,7 +535,7 @@ def main(argv: list[str]) -> None:
     if converted.dropped:
         print(f"left out ({len(converted.dropped)} keys): {', '.join(converted.dropped[:8])}"
               + (" ..." if len(converted.dropped) > 8 else ""))
-    print(f"wrote {os.path.abspath(args.output)}  (train from it with "
+    print(f"wrote {paths.resolve(args.output)}  (train from it with "
           f"--config.init.checkpoint={args.output})")
 
 

@@ -1,6 +1,9 @@
-"""CenterNet ctdet decoding: 3x3 peak NMS, top-K, boxes in output-grid pixels.
+"""CenterNet peak decoding: 3x3 peak NMS, top-K, and boxes from centres and sizes.
 
-Official semantics (spec "Objects as Points" section 5.1):
+`peak_mask` / `top_k` are the peak picker every task decodes with; `box_decode` turns peaks
+plus size and offset maps into boxes (2D detection, and the box part of pose and 3D).
+
+Official semantics (the official box decode and its `_nms`):
 
 1. The caller applies sigmoid to the heatmap logits (no clamp at test time).
 2. NMS keeps pixels equal to their 3x3 max-pool (stride 1, -inf padding); equal-valued
@@ -138,9 +141,9 @@ def _decode_image(heatmap: Array, size: Array, offset: Array | None, *, k: int):
     return {"boxes": boxes, "scores": peaks.scores, "classes": peaks.classes}
 
 
-def ctdet_decode(heatmap: ArrayLike, size: ArrayLike, offset: ArrayLike | None = None,
+def box_decode(heatmap: ArrayLike, size: ArrayLike, offset: ArrayLike | None = None,
                  k: int = 100) -> dict[str, Array]:
-    """Official ctdet decode: NMS, top-K and boxes in output-grid pixels.
+    """Official box decode: NMS, top-K and boxes in output-grid pixels.
 
     Args:
       heatmap: float [B, H, W, C] class probabilities (sigmoid already applied).
@@ -165,11 +168,11 @@ def ctdet_decode(heatmap: ArrayLike, size: ArrayLike, offset: ArrayLike | None =
                f"offset must be [B, H, W, 2] = {expected} or None, got {offset.shape}")
     total = heatmap.shape[1] * heatmap.shape[2] * heatmap.shape[3]
     k = _check_k(k, total)
-    return _ctdet_decode(heatmap, size, offset, k=k)
+    return _box_decode(heatmap, size, offset, k=k)
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def _ctdet_decode(heatmap, size, offset, *, k):
+def _box_decode(heatmap, size, offset, *, k):
     heatmap = heatmap.astype(jnp.float32)
     size = size.astype(jnp.float32)
     if offset is not None:

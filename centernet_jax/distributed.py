@@ -2,11 +2,12 @@
 
 ``initialize()`` must run before anything touches devices (the first ``jax.devices()``,
 ``jax.process_index()`` or computation builds the backends, and they cannot be rebuilt).
-``main`` calls it; notebooks on a cluster call it right after the imports:
+``runtime.prepare`` calls it, and every entry point (``main``, ``train.train_and_evaluate``,
+``evaluate.evaluate``, ...) calls that first; a notebook on a cluster that touches devices
+itself before training calls it right after the imports:
 
-    from centernet_jax import distributed, sharding
-    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # CPU only; optional
-    distributed.initialize()
+    from centernet_jax import runtime
+    runtime.prepare(config)
 
 How the processes find each other, in order:
   1. explicit: ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES``
@@ -21,8 +22,8 @@ Ordering: ``jax_num_cpu_devices`` (``sharding.use_host_cpu_devices``) and
 ``jax.distributed.initialize`` both configure the CPU client, which JAX builds lazily at
 the first device access from the device count and the distributed client. Neither call
 builds it, so their relative order does not matter, but both must come before that first
-access. ``main`` sets the device count first and initialises second, then logs the
-devices (which builds the backends).
+access. ``runtime.prepare`` sets the device count first and initialises second; ``main``
+then logs the devices (which builds the backends).
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
-r"""COCO evaluation with the paper's three test modes, during training and on its own.
+r"""Evaluation with the paper's three test modes, during training and on its own.
 
   python -m centernet_jax.evaluate --config=configs/hourglass.py:demo --workdir=runs/demo \
       --mode=flip [--checkpoint=best|latest|STEP|CONVERTED_DIR]
 
-Modes (spec §5.4, §5.5):
+Modes (Objects as Points, Zhou et al. 2019, and the official test script):
   plain       one forward pass at the evaluation size.
-  flip        the batch and its mirror image in one pass; heatmaps and sizes averaged.
+  flip        the batch and its mirror image in one pass; the task's decode combines them.
   multiscale  the image at each of ``eval.test_scales`` (with flip when
-              ``eval.multiscale_flip``); per class, the scales' boxes are merged with
-              Gaussian soft-NMS, then cut to ``eval.max_per_image``.
+              ``eval.multiscale_flip``); per image, the task merges the scales (2D
+              detection: per-class Gaussian soft-NMS, then ``eval.max_per_image``).
 
 ``eval.soft_nms`` chooses the official soft-NMS, whose discarded boxes stay in the results
-as stale duplicate rows, or the corrected one that drops them. Results (COCO JSON) and
-metrics go to the workdir and to TensorBoard under ``eval_<mode>/``.
+as stale duplicate rows, or the corrected one that drops them. The task's evaluator scores
+the detections (COCO for 2D detection); its results and metrics go to the workdir and to
+TensorBoard under ``eval_<mode>/``.
 """
 
 from __future__ import annotations
@@ -26,26 +27,25 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from centernet_jax import (config_checks, distributed, inference, paths, sharding, soft_nms,
-                           tasks, viz)
+from centernet_jax import (assembly, config_checks, inference, paths, runtime, sharding,
+                           viz)
 from centernet_jax.data import pipeline, sources
-from centernet_jax.evaluators import coco
-from centernet_jax.models import detector
 
 TEST_MODES = config_checks.TEST_MODES
-# Fields of an eval batch that map detections back to the original image.
-_META_FIELDS = ("image_id", "center", "scale", "valid", "num_unreadable")
+# Fields of every eval batch that evaluation itself reads; the task names the rest.
+_LOOP_FIELDS = ("image_id", "valid", "num_unreadable")
 
 
 class Evaluator:
-    """Runs a test mode over a finite eval stream and scores it with COCOeval.
+    """Runs a test mode over a finite eval stream and scores it with the task's evaluator.
 
     Built once per run (the jitted predictor and the indexed ground truth are reused);
     called with the model variables to evaluate.
     """
 
-    def __init__(self, config, task, model, mesh, source, variable_shardings,
+    def __init__(self, parts: assembly.Assembly, mesh, source, variable_shardings,
                  test_mode: str | None = None):
+        config, task = parts.config, parts.task
         self.config = config
         self.task = task
         self.source = source
@@ -55,31 +55,39 @@ class Evaluator:
             raise ValueError(f"test_mode={self.test_mode!r}; use one of {TEST_MODES}.")
         multiscale = self.test_mode == "multiscale"
         self.scales = tuple(float(s) for s in config.eval.test_scales) if multiscale else (1.0,)
-        # Official: soft-NMS merges the scales; at one scale it runs only with --nms.
+        # Official: the merge (soft-NMS) joins the scales; at one scale it runs only with --nms.
         self.merge = multiscale or config.eval.nms
+        if self.merge and task.merge is None:
+            raise ValueError(f"the {task.name} task has no multi-scale merge: use "
+                             "eval.test_mode plain or flip, and eval.nms=False.")
         flip = self.test_mode == "flip" or (multiscale and config.eval.multiscale_flip)
-        self.grid_hw = inference.grid_hw(inference.eval_input_hw(config),
-                                         config.input.down_ratio)
+        self.grid_hw = parts.output_hw(inference.eval_input_hw(config))
         self.batch_size = sharding.check_batch_size(config.eval.batch_size, mesh)
-        self.transforms = {s: inference.make_eval_transform(config, s) for s in self.scales}
-        ground_truth = source.coco_ground_truth()
-        self.class_names = [c["name"] for c in ground_truth["categories"]]
+        self.transforms = {s: inference.make_eval_transform(parts, s) for s in self.scales}
+        self.class_names = [str(name) for name in source.class_names]
         # Built once: indexing the ground truth is the slow part on large datasets.
-        self.coco = coco.CocoEvaluator(ground_truth, [c["id"] for c in ground_truth["categories"]])
+        self.scorer = task.make_evaluator(source)
         in_shardings = (variable_shardings, sharding.batch_sharding(mesh))
         self.detect = jax.jit(
-            inference.make_detect_fn(model, task, top_k=config.eval.top_k, flip=flip),
+            inference.make_detect_fn(parts.model, task, top_k=config.eval.top_k, flip=flip),
             in_shardings=in_shardings)
-        self.heatmap = jax.jit(inference.make_heatmap_fn(model), in_shardings=in_shardings)
+        self.heatmap = jax.jit(inference.make_heatmap_fn(parts.model, task),
+                               in_shardings=in_shardings)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric a call returns: the task's, plus ``unreadable_images``."""
+        return (*self.task.metrics.names, "unreadable_images")
 
     def __call__(self, variables: dict[str, Any], step: int, workdir: str | None = None,
                  writer=None, results_name: str | None = None) -> dict[str, float]:
-        """Evaluates ``variables``; returns COCO metrics (the same on every process).
+        """Evaluates ``variables``; returns ``metric_names`` (the same on every process).
 
-        Writes ``results_name`` (default ``results_step_<step>.json``) to ``workdir``.
+        Writes the task evaluator's results as ``results_name`` (default
+        ``results_step_<step>``, e.g. ``.json`` for COCO) into ``workdir``.
         """
-        evaluator = self.coco
-        evaluator.reset()
+        scorer = self.scorer
+        scorer.reset()
         per_image: dict[int, list[dict[str, np.ndarray]]] = {}
         picture_batch = None
         unreadable = 0
@@ -89,40 +97,37 @@ class Evaluator:
                     picture_batch = (batch, images, jax.device_get(detections))
                 if jax.process_index() != 0:
                     continue
+                image_ids, found = in_image.pop("image_id"), in_image.pop("detections")
                 valid = np.asarray(in_image["valid"], bool)
                 if scale == self.scales[0]:
                     unreadable += int(np.sum(in_image["num_unreadable"]))
                 if not self.merge:
-                    evaluator.add(in_image["image_id"], in_image["boxes"], in_image["scores"],
-                                  in_image["classes"], valid=valid)
+                    scorer.add(image_ids, found, valid=valid)
                     continue
                 for b in np.flatnonzero(valid):
-                    per_image.setdefault(int(in_image["image_id"][b]), []).append(
-                        {k: in_image[k][b] for k in ("boxes", "scores", "classes")})
+                    per_image.setdefault(int(image_ids[b]), []).append(
+                        {k: np.asarray(v[b]) for k, v in found.items()})
         if self.merge and jax.process_index() == 0:
             for image_id, per_scale in per_image.items():
-                merged = soft_nms.merge_detections(
-                    per_scale, num_classes=self.task.num_classes,
-                    max_per_image=self.config.eval.max_per_image,
+                merged = self.task.merge(
+                    per_scale, max_per_image=self.config.eval.max_per_image,
                     official=self.config.eval.soft_nms == "official")
-                evaluator.add(np.array([image_id]), merged["boxes"][None],
-                              merged["scores"][None], merged["classes"][None])
+                scorer.add(np.array([image_id]), {k: v[None] for k, v in merged.items()})
         metrics = {}
         if jax.process_index() == 0:
             if unreadable:
                 logging.warning("%d evaluation image(s) could not be read and were scored as "
                                 "images without detections (see the warnings naming them).",
                                 unreadable)
-            metrics = evaluator.compute()
+            metrics = scorer.compute()
             metrics["unreadable_images"] = float(unreadable)
-            logging.info("COCO evaluation (%s) at step %d:\n%s", self.test_mode, step,
-                         evaluator.last_summary)
+            logging.info("%s evaluation (%s) at step %d:\n%s", scorer.metrics.title,
+                         self.test_mode, step, scorer.summary)
             if workdir:
-                evaluator.write_results(
-                    paths.resolve(workdir) / (results_name or f"results_step_{step}.json"))
+                scorer.write_results(paths.resolve(workdir),
+                                     results_name or f"results_step_{step}")
         metrics = multihost_utils.broadcast_one_to_all(
-            {name: np.float32(metrics.get(name, 0.0))
-             for name in (*coco.METRIC_NAMES, "unreadable_images")})
+            {name: np.float32(metrics.get(name, 0.0)) for name in self.metric_names})
         metrics = {name: float(v) for name, v in metrics.items()}
         if picture_batch is not None and self.config.eval.num_pictures > 0:
             self._pictures(variables, step, *picture_batch, workdir=workdir, writer=writer)
@@ -132,7 +137,8 @@ class Evaluator:
         return 1.0 if 1.0 in self.scales else self.scales[0]
 
     def _run_scale(self, variables, scale: float, step: int) -> Iterator[tuple]:
-        """Yields (host batch, global images, detections, image-pixel detections + meta)."""
+        """Yields (host batch, global images, detections in output-grid pixels, and
+        {"detections": in original-image pixels, "image_id", "valid", "num_unreadable"})."""
         batch_sharding = sharding.batch_sharding(self.mesh)
         num_batches = len(pipeline.eval_shard_indices(
             len(self.source), self.batch_size, jax.process_index(), jax.process_count())[0]
@@ -150,12 +156,14 @@ class Evaluator:
             # Every process contributes its shard; all see the whole batch afterwards.
             gathered = multihost_utils.process_allgather(detections, tiled=True)
             meta = multihost_utils.process_allgather(
-                {k: batch[k] for k in _META_FIELDS}, tiled=True)
+                {k: batch[k] for k in (*_LOOP_FIELDS, *self.task.eval_fields)}, tiled=True)
             in_image = self.task.to_image_detections(gathered, meta, self.grid_hw)
-            yield batch, images, gathered, {**in_image, **meta}
+            yield batch, images, gathered, {
+                "detections": in_image, **{k: meta[k] for k in _LOOP_FIELDS}}
 
     def _pictures(self, variables, step, batch, images, detections, *, workdir, writer):
-        """Predicted boxes (with ground truth in white) and heatmaps, on the input canvas."""
+        """The task's picture of each image's detections (with its ground truth) beside the
+        task's heatmap, on the input canvas."""
         heatmaps = jax.device_get(multihost_utils.process_allgather(
             self.heatmap(variables, images), tiled=True))
         if jax.process_index() != 0:
@@ -166,11 +174,11 @@ class Evaluator:
         for i in range(count):
             canvas, zoom = viz.upscale(viz.denormalize(
                 batch["image"][i], self.config.input.mean, self.config.input.std))
-            gt = batch["boxes"][i][batch["mask"][i]] * stride * zoom
-            drawn = viz.draw_detections(
-                canvas, detections["boxes"][i] * stride * zoom, detections["scores"][i],
-                detections["classes"][i], self.class_names, self.config.eval.vis_threshold,
-                gt_boxes=gt)
+            drawn = self.task.draw(
+                canvas, {k: np.asarray(v[i]) for k, v in detections.items()},
+                class_names=self.class_names, threshold=self.config.eval.vis_threshold,
+                scale=stride * zoom,
+                ground_truth={k: batch[k][i] for k in self.task.batch_fields if k in batch})
             pictures.append(viz.side_by_side(drawn, viz.heatmap_overlay(canvas, heatmaps[i])))
         if workdir:
             folder = paths.resolve(workdir) / "pictures"
@@ -185,34 +193,33 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
              test_mode: str | None = None) -> dict[str, float]:
     """Evaluates a trained (``best``/``latest``/step) or converted checkpoint.
 
-    Writes ``results_<mode>_step_<step>.json`` and ``metrics_<mode>_step_<step>.json`` to
-    ``workdir`` and the metrics to its TensorBoard log under ``eval_<mode>/``. Returns the
-    COCO metrics.
+    Writes ``results_<mode>_step_<step>`` (the task evaluator's results, e.g. ``.json``) and
+    ``metrics_<mode>_step_<step>.json`` to ``workdir`` and the metrics to its TensorBoard
+    log under ``eval_<mode>/``. Returns the metrics (the task's ``metrics.names``).
+    ``config`` is not changed.
     """
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
+    config = config_checks.resolved_copy(config)
     config_checks.validate_config(config)
-    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
-    distributed.initialize()  # multi-host: join the other processes (no-op otherwise)
+    runtime.prepare(config)  # before devices are touched
     test_mode = test_mode or config.eval.test_mode
     workdir = paths.resolve(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = sources.make_source(config.dataset, config.dataset.eval_split)
     sources.fill_dataset_facts(config, source)
-    task = tasks.make_task(config)
+    parts = assembly.assemble(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp,
                               num_slices=config.mesh.num_slices)
-    model = detector.build_model(config.model, task.heads)
-    loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint,
-                                      mesh=mesh)
+    loaded = inference.load_variables(parts, workdir=workdir, checkpoint=checkpoint, mesh=mesh)
     variable_shardings = jax.tree.map(lambda x: x.sharding, loaded.variables)
-    evaluator = Evaluator(config, task, model, mesh, source, variable_shardings, test_mode)
+    evaluator = Evaluator(parts, mesh, source, variable_shardings, test_mode)
     step = loaded.step if loaded.step is not None else 0
     logging.info("Evaluating %s in %s mode on %d images.", loaded.source, test_mode,
                  len(source))
     start = time.time()
     tag = f"{test_mode}_step_{step}"
-    metrics = evaluator(loaded.variables, step, workdir, results_name=f"results_{tag}.json")
+    metrics = evaluator(loaded.variables, step, workdir, results_name=f"results_{tag}")
     seconds = time.time() - start
     if jax.process_index() == 0:
         (workdir / f"metrics_{tag}.json").write_text(json.dumps(
@@ -227,15 +234,14 @@ def evaluate(config, workdir: str, checkpoint: str = "best",
 def main(argv: list[str]) -> None:
     from absl import flags  # pylint: disable=g-import-not-at-top
 
-    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
+    from centernet_jax import cli, tasks  # pylint: disable=g-import-not-at-top
 
     config = cli.config_from_flags(argv)
-    cli.prepare_process()
     with cli.exit_on_user_error():
         metrics = evaluate(config, flags.FLAGS.workdir, flags.FLAGS.checkpoint,
                            flags.FLAGS.mode)
-    print(f"COCO bbox ({flags.FLAGS.mode or config.eval.test_mode}): " + ", ".join(
-        f"{k} {metrics[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+    print(tasks.get(config.task).metrics.format(
+        metrics, flags.FLAGS.mode or config.eval.test_mode))
 
 
 def _define_flags() -> None:
@@ -243,13 +249,14 @@ def _define_flags() -> None:
 
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    cli.define_model_flags(workdir_help="The training run's directory; results go here.",
-                           workdir_required=True)
+    cli.define_config_flags(workdir_help="The training run's directory; results go here.",
+                            workdir_required=True)
+    cli.define_checkpoint_flag()
     flags.DEFINE_enum("mode", None, TEST_MODES, "Test mode (default: eval.test_mode).")
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=g-import-not-at-top
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

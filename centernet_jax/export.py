@@ -7,14 +7,14 @@ r"""A trained detector as a self-contained, serialized StableHLO function.
 ``export`` writes three files into a directory:
 
   exported.bin   ``jax.export`` serialization of the jitted function
-                 ``detect(weights, images) -> {"boxes", "scores", "classes"}``: the model's
-                 forward pass (with the flip test when requested) and the ctdet decode, as
-                 StableHLO with a symbolic batch dimension ``b``.
+                 ``detect(weights, images) -> {output name: array}``: the model's forward
+                 pass (with the flip test when requested), the task's decode and its
+                 ``export_outputs``, as StableHLO with a symbolic batch dimension ``b``.
   weights.npz    the model variables, one array per flax path
                  (``params/backbone/pre/conv/kernel``, ``batch_stats/...``), plain NumPy.
-  metadata.json  what a caller needs to feed and read the function: input size, BGR
-                 mean/std, down_ratio, top_k, flip, class count, output names and shapes,
-                 the jax version and the platforms the function was lowered for.
+  metadata.json  what a caller needs to feed and read the function: task, input size, BGR
+                 mean/std, down_ratio, top_k, flip, class count, output names, shapes and
+                 units, the jax version and the platforms the function was lowered for.
 
 The weights are an argument of the function, not constants folded into it: Hourglass-104's
 191M parameters would otherwise make a ~0.8 GB StableHLO module that is slow to serialize,
@@ -26,28 +26,30 @@ reads the weights and returns an ``ExportedDetector``, ``det(images) -> dict of 
 
 Inputs and outputs of the exported function, for images of the evaluation size H x W:
   images   float32 [b, H, W, 3], NHWC, BGR, normalised as (pixel / 255 - mean) / std.
-  boxes    float32 [b, k, 4], (x1, y1, x2, y2) in pixels of the H x W input image: the
-           decode's output-grid boxes times ``down_ratio``. Mapping them to the original
-           picture is the inverse of however it was resized into H x W.
-  scores   float32 [b, k], best first; no threshold (entries past the last peak score 0).
-  classes  int32 [b, k], 0-based class index.
+  outputs  the task's (``metadata["outputs"]`` and ``metadata["output_units"]``), in pixels
+           of the H x W input image: mapping them to the original picture is the inverse of
+           however it was resized into H x W. For 2D detection:
+             boxes    float32 [b, k, 4], (x1, y1, x2, y2);
+             scores   float32 [b, k], best first; no threshold (entries past the last
+                      peak score 0);
+             classes  int32 [b, k], 0-based class index.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Mapping
 from typing import Any, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 
 FUNCTION_FILE = "exported.bin"
 WEIGHTS_FILE = "weights.npz"
 METADATA_FILE = "metadata.json"
 FORMAT = "centernet_jax.export/1"
-OUTPUT_NAMES = ("boxes", "scores", "classes")
 _SEPARATOR = "/"
 
 
@@ -83,11 +85,12 @@ def export(config, variables: Mapping[str, Any], directory: str, *, flip: bool =
     """Exports the detector ``config`` describes, with ``variables``, into ``directory``.
 
     Args:
-      config: the run's config (model, task, input normalisation, evaluation size).
+      config: the run's config (task, model, input normalisation, evaluation size); not
+        changed.
       variables: ``{"params": ..., "batch_stats": ...}`` of the model, e.g.
         ``inference.load_variables(...).variables``.
-      directory: created if needed; its export files are overwritten.
-      flip: bake the flip test in (each image is run with its mirror image, spec §5.4).
+      directory: created if needed (a bucket too); its export files are overwritten.
+      flip: bake the flip test in (each image is run with its mirror image).
       top_k: detections per image; default ``config.eval.top_k``.
       platforms: lowering platforms ("cpu", "cuda", "rocm", "tpu"); default the current
         backend's. Several give one artifact that runs on each.
@@ -96,23 +99,17 @@ def export(config, variables: Mapping[str, Any], directory: str, *, flip: bool =
       ``directory``. See the module docstring for the files and the function's signature.
     """
     # Model code is imported here, not at module level: `load` must work without it.
-    from centernet_jax import inference, tasks  # pylint: disable=g-import-not-at-top
-    from centernet_jax.models import detector  # pylint: disable=g-import-not-at-top
+    from centernet_jax import assembly, inference, paths  # pylint: disable=g-import-not-at-top
 
-    task = tasks.make_task(config)
-    if task.name != "ctdet":
-        raise ValueError(f"Export supports the ctdet task, not {task.name!r}.")
-    model = detector.build_model(config.model, task.heads)
+    parts = assembly.assemble(config)
+    task = parts.task
     top_k = int(config.eval.top_k if top_k is None else top_k)
     down_ratio = int(config.input.down_ratio)
     height, width = inference.eval_input_hw(config)
-    detect = inference.make_detect_fn(model, task, top_k=top_k, flip=flip)
+    detect = inference.make_detect_fn(parts.model, task, top_k=top_k, flip=flip)
 
     def serving(weights: dict[str, jax.Array], images: jax.Array) -> dict[str, jax.Array]:
-        detections = detect(_unflatten_variables(weights), images)
-        return {"boxes": detections["boxes"] * down_ratio,
-                "scores": detections["scores"],
-                "classes": detections["classes"].astype(np.int32)}
+        return task.export_outputs(detect(_unflatten_variables(weights), images), down_ratio)
 
     weights = {path: np.asarray(jax.device_get(value))
                for path, value in _flatten_variables(variables).items()}
@@ -123,10 +120,12 @@ def export(config, variables: Mapping[str, Any], directory: str, *, flip: bool =
     exported = jax.export.export(jax.jit(serving), platforms=platforms)(weight_specs,
                                                                         image_spec)
 
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, FUNCTION_FILE), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(directory, WEIGHTS_FILE), **weights)
+    target = paths.resolve(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / FUNCTION_FILE).write_bytes(exported.serialize())
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    (target / WEIGHTS_FILE).write_bytes(buffer.getvalue())
     output_avals = jax.tree.unflatten(exported.out_tree, exported.out_avals)
     metadata = {
         "format": FORMAT,
@@ -147,21 +146,38 @@ def export(config, variables: Mapping[str, Any], directory: str, *, flip: bool =
         "flip": bool(flip),
         "num_classes": int(task.num_classes),
         "outputs": {
-            name: {"shape": [_dim_to_json(d) for d in output_avals[name].shape],
-                   "dtype": str(output_avals[name].dtype)}
-            for name in OUTPUT_NAMES},
-        "output_units": {
-            "boxes": "x1, y1, x2, y2 in pixels of the H x W input image",
-            "scores": "heatmap peak probability, best first, no threshold",
-            "classes": "0-based class index"},
+            name: {"shape": [_dim_to_json(d) for d in aval.shape], "dtype": str(aval.dtype)}
+            for name, aval in output_avals.items()},
+        "output_units": {name: task.export_units.get(name, "") for name in output_avals},
         "files": {"function": FUNCTION_FILE, "weights": WEIGHTS_FILE},
         "platforms": list(exported.platforms),
         "jax_version": jax.__version__,
         "calling_convention_version": exported.calling_convention_version,
     }
-    with open(os.path.join(directory, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2)
+    (target / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     return directory
+
+
+def export_checkpoint(config, output: str, *, workdir: str | None = None,
+                      checkpoint: str = "best", flip: bool = False, top_k: int | None = None,
+                      platforms: Sequence[str] | None = None) -> tuple[str, str]:
+    """Loads a trained (``workdir`` + ``checkpoint``) or converted checkpoint and exports it
+    into ``output``, as the command line does. Returns (``output``, where the variables
+    came from)."""
+    # pylint: disable=g-import-not-at-top
+    from centernet_jax import assembly, config_checks, inference, runtime
+    from centernet_jax.data import sources
+    # pylint: enable=g-import-not-at-top
+
+    config = config_checks.resolved_copy(config)
+    config_checks.validate_config(config)
+    runtime.prepare(config)
+    sources.fill_dataset_facts_from_run(config, workdir)
+    loaded = inference.load_variables(assembly.assemble(config), workdir=workdir,
+                                      checkpoint=checkpoint)
+    directory = export(config, loaded.variables, output, flip=flip, top_k=top_k,
+                       platforms=platforms)
+    return directory, loaded.source
 
 
 def _dim_to_json(dim: Any) -> int | str:
@@ -169,7 +185,8 @@ def _dim_to_json(dim: Any) -> int | str:
 
 
 class ExportedDetector:
-    """A loaded export: ``det(images)`` -> {"boxes", "scores", "classes"} as NumPy arrays.
+    """A loaded export: ``det(images)`` -> the task's outputs as NumPy arrays (2D detection:
+    {"boxes", "scores", "classes"}; ``metadata["outputs"]`` names them).
 
     Attributes:
       metadata: the export's ``metadata.json``.
@@ -200,7 +217,7 @@ class ExportedDetector:
         return (images - self.mean) / self.std
 
     def __call__(self, images: Any) -> dict[str, np.ndarray]:
-        """Detections for normalised float32 images [b, H, W, 3] (NumPy or jax)."""
+        """The outputs for normalised float32 images [b, H, W, 3] (NumPy or jax)."""
         if not hasattr(images, "shape") or not hasattr(images, "dtype"):
             images = np.asarray(images)
         height, width = self.input_hw
@@ -214,7 +231,7 @@ class ExportedDetector:
                     if np.dtype(images.dtype) == np.uint8 else "")
             raise TypeError(f"images must be {expected}; got dtype {images.dtype}.{hint}")
         outputs = self._call(self._weights, images)
-        return {name: np.asarray(outputs[name]) for name in OUTPUT_NAMES}
+        return {name: np.asarray(value) for name, value in outputs.items()}
 
     def __repr__(self) -> str:
         height, width = self.input_hw
@@ -232,19 +249,18 @@ def load(directory: str) -> ExportedDetector:
       ValueError: ``weights.npz`` does not fit the function (missing or extra tensors,
         wrong shapes or dtypes).
     """
-    if not os.path.isdir(directory):
+    root = epath.Path(directory)
+    if not root.is_dir():
         raise FileNotFoundError(f"Export directory {directory!r} does not exist.")
-    paths = {name: os.path.join(directory, name)
-             for name in (FUNCTION_FILE, WEIGHTS_FILE, METADATA_FILE)}
-    missing = [name for name, path in paths.items() if not os.path.isfile(path)]
+    files = {name: root / name for name in (FUNCTION_FILE, WEIGHTS_FILE, METADATA_FILE)}
+    missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise FileNotFoundError(
             f"{directory!r} is not a complete export: missing {missing} "
-            f"(found {sorted(os.listdir(directory))}); write it with centernet_jax.export.")
-    with open(paths[METADATA_FILE]) as f:
-        metadata = json.load(f)
-    with open(paths[FUNCTION_FILE], "rb") as f:
-        exported = jax.export.deserialize(bytearray(f.read()))
+            f"(found {sorted(p.name for p in root.iterdir())}); write it with "
+            "centernet_jax.export.")
+    metadata = json.loads(files[METADATA_FILE].read_text())
+    exported = jax.export.deserialize(bytearray(files[FUNCTION_FILE].read_bytes()))
 
     backend = jax.export.default_export_platform()
     if backend not in exported.platforms:
@@ -254,13 +270,14 @@ def load(directory: str) -> ExportedDetector:
             f"{backend!r}, or select a listed backend (e.g. JAX_PLATFORMS=cpu).")
 
     weights_spec, _ = jax.tree.unflatten(exported.in_tree, exported.in_avals)[0]
-    with np.load(paths[WEIGHTS_FILE]) as stored:
+    weights_file = str(files[WEIGHTS_FILE])
+    with np.load(io.BytesIO(files[WEIGHTS_FILE].read_bytes())) as stored:
         stored_names = set(stored.files)
         absent = sorted(set(weights_spec) - stored_names)
         extra = sorted(stored_names - set(weights_spec))
         if absent or extra:
             raise ValueError(
-                f"{paths[WEIGHTS_FILE]} does not fit the exported function: "
+                f"{weights_file} does not fit the exported function: "
                 f"{len(absent)} tensors missing (e.g. {absent[:3]}), "
                 f"{len(extra)} unexpected (e.g. {extra[:3]}).")
         weights = {}
@@ -268,7 +285,7 @@ def load(directory: str) -> ExportedDetector:
             value = stored[name]
             if value.shape != spec.shape or value.dtype != spec.dtype:
                 raise ValueError(
-                    f"{paths[WEIGHTS_FILE]}: {name} is {value.dtype} {value.shape}; the "
+                    f"{weights_file}: {name} is {value.dtype} {value.shape}; the "
                     f"exported function expects {spec.dtype} {spec.shape}.")
             weights[name] = jax.device_put(value)  # once, not on every call
     return ExportedDetector(exported, weights, metadata)
@@ -278,28 +295,20 @@ def main(argv: list[str]) -> None:
     # pylint: disable=g-import-not-at-top
     from absl import flags
 
-    from centernet_jax import cli, config_checks, inference, tasks
-    from centernet_jax.data import sources
-    from centernet_jax.models import detector
+    from centernet_jax import cli
     # pylint: enable=g-import-not-at-top
 
     config = cli.config_from_flags(argv)
-    cli.prepare_process()
     with cli.exit_on_user_error():
-        config_checks.validate_config(config)
-        sources.fill_dataset_facts_from_run(config, flags.FLAGS.workdir)
-        model = detector.build_model(config.model, tasks.make_task(config).heads)
-        loaded = inference.load_variables(config, model, workdir=flags.FLAGS.workdir,
-                                          checkpoint=flags.FLAGS.checkpoint)
-        directory = export(config, loaded.variables, flags.FLAGS.output,
-                           flip=flags.FLAGS.flip, top_k=flags.FLAGS.top_k,
-                           platforms=flags.FLAGS.platforms or None)
-    with open(os.path.join(directory, METADATA_FILE)) as f:
-        metadata = json.load(f)
+        directory, source = export_checkpoint(
+            config, flags.FLAGS.output, workdir=flags.FLAGS.workdir,
+            checkpoint=flags.FLAGS.checkpoint, flip=flags.FLAGS.flip,
+            top_k=flags.FLAGS.top_k, platforms=flags.FLAGS.platforms or None)
+    metadata = json.loads((epath.Path(directory) / METADATA_FILE).read_text())
     height, width = metadata["input_hw"]
-    print(f"Exported {loaded.source} to {directory}: images [b, {height}, {width}, 3] -> "
-          f"top {metadata['top_k']} boxes (flip={metadata['flip']}) on "
-          f"{', '.join(metadata['platforms'])}.")
+    print(f"Exported {source} to {directory}: images [b, {height}, {width}, 3] -> "
+          f"{', '.join(metadata['outputs'])} of the top {metadata['top_k']} "
+          f"(flip={metadata['flip']}) on {', '.join(metadata['platforms'])}.")
 
 
 def _define_flags() -> None:
@@ -307,8 +316,9 @@ def _define_flags() -> None:
 
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    cli.define_model_flags(workdir_help="The training run's directory (unless --checkpoint "
-                           "is a converted checkpoint directory).")
+    cli.define_config_flags(workdir_help="The training run's directory (unless --checkpoint "
+                            "is a converted checkpoint directory).")
+    cli.define_checkpoint_flag()
     flags.DEFINE_string("output", None, "Directory to write the export into.", required=True)
     flags.DEFINE_bool("flip", False, "Bake the flip test into the exported function.")
     flags.DEFINE_integer("top_k", None, "Detections per image (default: eval.top_k).")
@@ -317,7 +327,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=g-import-not-at-top
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -1,35 +1,29 @@
 """From a checkpoint to detections: variable loading and the jitted test-time forward.
 
 Evaluation, prediction, export and the benchmark all run the same function: normalised NHWC
-images -> the last stack's head outputs (averaged with the mirrored image's in flip mode)
--> the task's decode. Boxes come out in output-grid pixels; the host maps them back to the
-original image with the ``center``/``scale`` of the eval transform.
+images -> the last stack's head outputs (with the mirrored image's in flip mode) -> the
+task's decode. Detections come out in output-grid pixels; the host maps them back to the
+original image with the task's ``to_image_detections`` and the eval transform's window.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from absl import logging
 
-from centernet_jax import checkpointing, convert, paths, sharding, train_state
+from centernet_jax import assembly, checkpointing, convert, paths, sharding, train_state
 from centernet_jax.data import transforms
 
 Variables = dict[str, Any]
 DetectFn = Callable[[Variables, jax.Array], dict[str, jax.Array]]
 
-CHECKPOINT_HELP = ("best (highest validation AP; the latest step if none was evaluated), "
-                   "latest, a step number, or a directory written by centernet_jax.convert")
-
-
-def grid_hw(input_hw, down_ratio: int) -> tuple[int, int]:
-    """The stride-``down_ratio`` output grid of an input size."""
-    height, width = input_hw
-    return height // down_ratio, width // down_ratio
+CHECKPOINT_HELP = ("best (the highest validation score of the task's selecting metric, e.g. "
+                   "COCO AP; the latest step if none was evaluated), latest, a step number, "
+                   "or a directory written by centernet_jax.convert")
 
 
 def eval_input_hw(config) -> tuple[int, int]:
@@ -37,10 +31,13 @@ def eval_input_hw(config) -> tuple[int, int]:
     return tuple(config.eval.input_hw) or tuple(config.input.input_hw)
 
 
-def make_eval_transform(config, test_scale: float = 1.0) -> transforms.EvalTransform:
-    """The official test pre-processing (fix_res or keep_res) at one test scale (§5.3, §5.5)."""
+def make_eval_transform(parts: assembly.Assembly, test_scale: float = 1.0
+                        ) -> transforms.EvalTransform:
+    """The official test pre-processing (fix_res or keep_res) at one test scale."""
+    config = parts.config
+    input_hw = eval_input_hw(config)
     return transforms.EvalTransform(
-        input_hw=eval_input_hw(config), down_ratio=config.input.down_ratio,
+        input_hw=input_hw, output_hw=parts.output_hw(input_hw),
         max_objects=config.dataset.max_objects, mean=config.input.mean, std=config.input.std,
         resize_mode=config.eval.resize_mode, keep_res_pad=config.eval.keep_res_pad,
         test_scale=test_scale)
@@ -54,9 +51,8 @@ def last_stack_outputs(model, variables: Variables, images: jax.Array) -> dict[s
 def make_detect_fn(model, task, *, top_k: int, flip: bool = False) -> DetectFn:
     """(variables, images [B, H, W, 3]) -> top-``top_k`` detections per image.
 
-    With ``flip`` the batch is run together with its mirror image and the task merges the
-    two sets of outputs before decoding (ctdet: heatmap and size averaged, offsets from the
-    original; spec §5.4).
+    With ``flip`` the batch is run together with its mirror image and the task's decode
+    receives both sets of outputs (the flip test; what is averaged is the task's choice).
     """
 
     def detect(variables: Variables, images: jax.Array) -> dict[str, jax.Array]:
@@ -72,11 +68,11 @@ def make_detect_fn(model, task, *, top_k: int, flip: bool = False) -> DetectFn:
     return detect
 
 
-def make_heatmap_fn(model) -> Callable[[Variables, jax.Array], jax.Array]:
-    """(variables, images) -> centre-heatmap probabilities [B, h, w, C], for pictures."""
+def make_heatmap_fn(model, task) -> Callable[[Variables, jax.Array], jax.Array]:
+    """(variables, images) -> the task's heatmap probabilities [B, h, w, C], for pictures."""
 
     def heatmap(variables: Variables, images: jax.Array) -> jax.Array:
-        return jax.nn.sigmoid(last_stack_outputs(model, variables, images)["hm"])
+        return task.heatmap(last_stack_outputs(model, variables, images))
 
     return heatmap
 
@@ -90,14 +86,14 @@ class LoadedVariables:
     step: int | None  # training step, None for a converted checkpoint
 
 
-def load_variables(config, model, *, workdir: str | None, checkpoint: str = "best",
+def load_variables(parts: assembly.Assembly, *, workdir: str | None, checkpoint: str = "best",
                    mesh: jax.sharding.Mesh | None = None) -> LoadedVariables:
-    """Restores ``{"params", "batch_stats"}`` for ``model`` from a checkpoint.
+    """Restores ``{"params", "batch_stats"}`` for ``parts.model`` from a checkpoint.
 
     Args:
-      config: the run's config (model, input size, optimizer: the state's structure).
-      model: the CenterNet module built from ``config``.
-      workdir: the training run's directory (for best / latest / step).
+      parts: what the run's config assembles (the state's structure; the task's metric
+        that selects the best checkpoint).
+      workdir: the training run's directory (for best / latest / step; a bucket too).
       checkpoint: see ``CHECKPOINT_HELP``.
       mesh: restore onto this mesh's state shardings (default: one device, replicated).
 
@@ -105,12 +101,12 @@ def load_variables(config, model, *, workdir: str | None, checkpoint: str = "bes
       FileNotFoundError: no such checkpoint, with what exists instead.
       convert.ConversionError: a converted checkpoint that does not fit ``model``.
     """
-    abstract = train_state.abstract_train_state(config, model)
+    abstract = parts.abstract_state()
     if mesh is None:
         mesh = sharding.make_mesh(devices=jax.devices()[:1])
     shardings = sharding.state_shardings(abstract, mesh)
-    if os.path.isdir(checkpoint) and os.path.exists(
-            os.path.join(checkpoint, convert.CONVERSION_FILE)):
+    if checkpoint not in ("best", "latest") and not checkpoint.isdigit() and (
+            paths.resolve(checkpoint) / convert.CONVERSION_FILE).exists():
         return _load_converted(abstract, shardings, checkpoint)
     if workdir is None:
         raise FileNotFoundError(
@@ -120,7 +116,8 @@ def load_variables(config, model, *, workdir: str | None, checkpoint: str = "bes
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist: no training checkpoints in "
                                 f"workdir {workdir!r}.")
-    checkpointer = checkpointing.Checkpointer(directory, async_save=False)
+    checkpointer = checkpointing.Checkpointer(directory, async_save=False,
+                                              best_metric=parts.task.metrics.best)
     try:
         steps = checkpointer.all_steps()
         if not steps:
@@ -140,9 +137,10 @@ def _resolve_step(checkpointer: checkpointing.Checkpointer, checkpoint: str,
     if checkpoint == "best":
         best = checkpointer.best_step()
         if best is None:
-            logging.warning("No checkpoint carries a validation AP; using the latest step.")
+            logging.warning("No checkpoint carries a validation %s; using the latest step.",
+                            checkpointer.best_metric)
             return max(steps), "latest: none evaluated"
-        return best, "best AP"
+        return best, f"best {checkpointer.best_metric}"
     if checkpoint.isdigit():
         if int(checkpoint) not in steps:
             raise FileNotFoundError(f"No checkpoint at step {checkpoint}; saved steps: "

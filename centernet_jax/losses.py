@@ -1,6 +1,6 @@
 """CenterNet losses: the penalty-reduced focal loss and the masked L1 regression loss.
 
-Both follow the official code exactly (spec "Objects as Points" section 4):
+Both follow the official code exactly (`FocalLoss` / `_neg_loss` and `RegL1Loss`):
 
 * `focal_loss`: pred = clip(sigmoid(logit), 1e-4, 1 - 1e-4), positives where the target
   heatmap is exactly 1, negatives where it is < 1, alpha = 2, beta = 4, normalised by the

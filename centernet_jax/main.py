@@ -8,22 +8,20 @@ JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i set, or 
 Slurm, Open MPI or on a Cloud TPU pod, which are detected (``centernet_jax.distributed``).
 
 Everything else lives in ``centernet_jax.train.train_and_evaluate``, which notebooks can
-import and call directly with a config from ``configs/``.
+import and call directly with a config from ``centernet_jax.load_config``.
 """
 
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+
+from centernet_jax import cli
 
 FLAGS = flags.FLAGS
 # 128 + SIGTERM, what a shell reports for a job the signal ended; schedulers that requeue
 # preempted jobs look for a non-zero status.
 PREEMPTED_EXIT_STATUS = 143
-config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with a variant: configs/hourglass.py:demo.",
-    lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
+cli.define_config_flags(workdir_help="Directory for checkpoints, metrics and pictures.")
 flags.DEFINE_bool("dry_run", False,
                   "Build the model abstractly, print head shapes and the parameter count, "
                   "and exit (no data, no training).")
@@ -37,12 +35,12 @@ def main(argv):
     # pylint: disable=g-import-not-at-top
     import jax
 
-    from centernet_jax import cli, distributed, sharding, train
+    from centernet_jax import assembly, distributed, runtime, tasks, train
 
     config = cli.config_from_flags(argv)
 
     if FLAGS.dry_run:
-        shapes, num_params = train.describe_model(config)
+        shapes, num_params = assembly.assemble(config).describe()
         for i, stack in enumerate(shapes):
             for name, shape in stack.items():
                 print(f"stack {i} head {name}: {shape}")
@@ -50,10 +48,7 @@ def main(argv):
         return
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required for training.")
-    cli.prepare_process()
-    # Both before anything touches devices (see distributed.py for the ordering).
-    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)
-    distributed.initialize()
+    runtime.prepare(config)
     distributed.log_process_info()
     distributed.quiet_non_primary_logging(FLAGS.log_all_processes)
     with cli.exit_on_user_error():
@@ -64,9 +59,8 @@ def main(argv):
             sys.exit(PREEMPTED_EXIT_STATUS)
     if jax.process_index() > 0:  # one summary per run, not one per host
         return
-    print("COCO bbox: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in
-                                    ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+    print(tasks.get(config.task).metrics.format(metrics))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

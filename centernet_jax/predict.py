@@ -1,4 +1,4 @@
-r"""Detections on your own images: COCO-format JSON and annotated pictures.
+r"""Detections on your own images: the task's JSON results and annotated pictures.
 
   python -m centernet_jax.predict --config=configs/hourglass.py:demo --workdir=runs/demo \
       --input='photos/*.jpg' --output=runs/demo/predictions [--checkpoint=best] [--flip]
@@ -7,26 +7,28 @@ r"""Detections on your own images: COCO-format JSON and annotated pictures.
 size and aspect ratio are letterboxed to the config's evaluation size exactly as in
 evaluation (official ``fix_res``) and run in batches of a fixed size, so the model compiles
 once. Files that cannot be decoded are skipped with a warning and listed in the summary.
+Inputs and outputs may live in a bucket (``gs://...``).
 
 ``--output`` receives:
 
-  detections.json  COCO results: [{"image_id", "file_name", "category_id",
-                   "category_name", "bbox": [x, y, w, h], "score"}], every top-k
-                   (``eval.top_k``) detection with ``score >= --score_threshold``.
-                   Boxes are in original-image pixels and, like the official results,
-                   NOT clipped to the image.
+  detections.json  the task's results (``Task.results``) with "file_name" (and
+                   "category_name") added to each record: for 2D detection COCO results
+                   [{"image_id", "file_name", "category_id", "category_name",
+                   "bbox": [x, y, w, h], "score"}], every top-k (``eval.top_k``)
+                   detection with ``score >= --score_threshold``. Coordinates are in
+                   original-image pixels and, like the official results, NOT clipped.
   images.json      {"<image_id>": {"file_name", "path", "height", "width", "picture"}};
                    ids are 1, 2, ... over the readable images in input order.
   summary.json     counts, timings, skipped files and the checkpoint used.
-  <stem>.png       the original image with the boxes scoring >= --draw_threshold
-                   (default ``eval.vis_threshold``); ``<stem>_<id>.png`` where names clash.
+  <stem>.png       the task's picture of the detections scoring >= --draw_threshold
+                   (default ``eval.vis_threshold``) on the original image;
+                   ``<stem>_<id>.png`` where names clash.
 
 No dataset is read: class names come from constants (the embedded shapes dataset, COCO),
 so a COCO model runs without COCO on disk. From a notebook::
 
-  from configs import hourglass
-  from centernet_jax import predict
-  summary = predict.predict(hourglass.get_config("demo"), "photos/", "out/",
+  from centernet_jax import load_config, predict
+  summary = predict.predict(load_config("configs/hourglass.py:demo"), "photos/", "out/",
                             workdir="runs/demo")
 """
 
@@ -47,9 +49,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from centernet_jax import inference, tasks, viz
+from etils import epath
+
+from centernet_jax import assembly, config_checks, inference, paths, runtime, viz
 from centernet_jax.data import coco, shapes, sources, voc
-from centernet_jax.models import detector
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DETECTIONS_FILE = "detections.json"
@@ -57,7 +60,7 @@ IMAGES_FILE = "images.json"
 SUMMARY_FILE = "summary.json"
 # Decimals kept in detections.json: 1/1000 pixel and 1e-6 in score are far below what
 # the model resolves, and they keep the file a third of the size of full float64 text.
-_BOX_DECIMALS = 3
+_COORDINATE_DECIMALS = 3
 _SCORE_DECIMALS = 6
 
 
@@ -68,12 +71,24 @@ def _is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _glob(pattern: str) -> list[str]:
+    """Files matching ``pattern``, local or in a bucket (wildcards after the bucket name)."""
+    if not paths.is_remote(pattern):
+        return glob.glob(pattern)
+    parts = pattern.split("/")
+    first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    if first == len(parts):
+        return [pattern]
+    base = epath.Path("/".join(parts[:first]))
+    return [str(path) for path in base.glob("/".join(parts[first:]))]
+
+
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """The image files named by ``inputs``, in order, without duplicates.
 
     Each entry is an image file (taken whatever its extension), a directory (its files with
     an image extension, not recursive, sorted by name) or a glob pattern (its matching
-    files with an image extension, sorted).
+    files with an image extension, sorted); local or in a bucket (``gs://...``).
 
     Raises:
       FileNotFoundError: no file found, naming what was searched.
@@ -81,16 +96,17 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     found: dict[str, None] = {}  # ordered set
     for spec in specs:
-        spec = os.path.expanduser(os.fspath(spec))
-        if os.path.isfile(spec):
+        spec = os.fspath(spec)
+        spec = spec if paths.is_remote(spec) else os.path.expanduser(spec)
+        path = epath.Path(spec)
+        if path.is_file():
             matches = [spec]
-        elif os.path.isdir(spec):
-            matches = sorted(os.path.join(spec, name) for name in os.listdir(spec)
-                             if _is_image_name(name))
-            matches = [path for path in matches if os.path.isfile(path)]
+        elif path.is_dir():
+            matches = sorted(str(child) for child in path.iterdir()
+                             if _is_image_name(child.name) and child.is_file())
         else:
-            matches = sorted(path for path in glob.glob(spec)
-                             if os.path.isfile(path) and _is_image_name(path))
+            matches = sorted(match for match in _glob(spec)
+                             if _is_image_name(match) and epath.Path(match).is_file())
         found.update(dict.fromkeys(matches))
     if not found:
         raise FileNotFoundError(
@@ -104,13 +120,14 @@ def read_image(path: str) -> np.ndarray:
     """uint8 BGR [h, w, 3], as the model expects; grayscale is replicated, alpha dropped.
 
     Decodes from bytes (``cv2.imread`` fails silently and on some platforms on non-ASCII
-    paths); EXIF orientation is applied, 16-bit images are scaled to 8 bits.
+    paths, and cannot read buckets); EXIF orientation is applied, 16-bit images are scaled
+    to 8 bits.
 
     Raises:
       ValueError: an empty or undecodable file.
       OSError: an unreadable file.
     """
-    data = np.fromfile(path, dtype=np.uint8)
+    data = np.frombuffer(epath.Path(path).read_bytes(), dtype=np.uint8)
     if data.size == 0:
         raise ValueError("empty file")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -199,14 +216,15 @@ def _batches(loaded: Iterator[_Loaded], batch_size: int,
         yield batch
 
 
-def _stack_padded(batch: list[_Loaded], batch_size: int) -> dict[str, np.ndarray]:
-    """Stacks ``image``/``center``/``scale`` and pads to ``batch_size`` rows.
+def _stack_padded(batch: list[_Loaded], batch_size: int, fields: Sequence[str]
+                  ) -> dict[str, np.ndarray]:
+    """Stacks ``image`` and the task's eval ``fields`` and pads to ``batch_size`` rows.
 
-    Padding rows are zero images with the first row's window (a valid affine); their
-    detections are dropped.
+    Padding rows are zero images with the first row's other fields (e.g. a valid window);
+    their detections are dropped.
     """
     stacked = {}
-    for key in ("image", "center", "scale"):
+    for key in ("image", *fields):
         rows = [item.element[key] for item in batch]
         pad = np.zeros_like(rows[0]) if key == "image" else rows[0]
         stacked[key] = np.stack(rows + [pad] * (batch_size - len(rows)))
@@ -214,7 +232,11 @@ def _stack_padded(batch: list[_Loaded], batch_size: int) -> dict[str, np.ndarray
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
-    """Writes JSON to a temporary file in the same directory, then renames it over ``path``."""
+    """Writes JSON to a temporary file in the same directory, then renames it over ``path``
+    (a bucket object is written whole in one request)."""
+    if paths.is_remote(path):
+        epath.Path(path).write_text(json.dumps(obj))
+        return
     directory, name = os.path.split(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
@@ -228,29 +250,47 @@ def _atomic_write_json(path: str, obj: Any) -> None:
         raise
 
 
+def _canonical(path: str) -> str:
+    """A path's one spelling: symbolic links resolved locally, bucket paths as given."""
+    return path if paths.is_remote(path) else os.path.realpath(path)
+
+
 class _PictureNames:
     """``<stem>.png`` in the output directory; ``<stem>_<id>.png`` when that is taken."""
 
     def __init__(self, output_dir: str, inputs: Sequence[str]):
         self.output_dir = output_dir
         # Never overwrite an input (output directory == input directory).
-        self.taken = {os.path.realpath(path) for path in inputs}
+        self.taken = {_canonical(path) for path in inputs}
 
     def __call__(self, path: str, image_id: int) -> str:
         stem = os.path.splitext(os.path.basename(path))[0]
         for name in (f"{stem}.png", f"{stem}_{image_id}.png"):
-            target = os.path.realpath(os.path.join(self.output_dir, name))
+            target = _canonical(str(epath.Path(self.output_dir) / name))
             if target not in self.taken:
                 self.taken.add(target)
                 return name
         raise FileExistsError(f"no free picture name for {path} in {self.output_dir}")
 
 
-def _draw_and_save(path: str, bgr: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                   classes: np.ndarray, names: Sequence[str], threshold: float) -> None:
-    picture = viz.draw_detections(np.ascontiguousarray(bgr[..., ::-1]), boxes, scores, classes,
-                                  names, threshold)
+def _draw_and_save(path: str, task, bgr: np.ndarray, detections: dict[str, np.ndarray],
+                   names: Sequence[str], threshold: float) -> None:
+    picture = task.draw(np.ascontiguousarray(bgr[..., ::-1]), detections, class_names=names,
+                        threshold=threshold)
     viz.save_png(path, picture)
+
+
+def _keep_rows(detections: dict[str, np.ndarray], score_threshold: float
+               ) -> tuple[dict[str, np.ndarray], int]:
+    """One image's detections with a finite value everywhere and ``score >=
+    score_threshold``; and how many rows were dropped for a non-finite value."""
+    finite = np.ones(len(detections["scores"]), bool)
+    for value in detections.values():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating):
+            finite &= np.isfinite(value.reshape(len(value), -1)).all(-1)
+    keep = finite & (detections["scores"] >= score_threshold)
+    return {k: np.asarray(v)[keep] for k, v in detections.items()}, int(np.sum(~finite))
 
 
 # -- Prediction -----------------------------------------------------------------------------
@@ -269,10 +309,10 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
       inputs: an image file, a directory, a glob, or a list of these (``find_images``).
       output_dir: created if needed; see the module docstring for what it receives.
       workdir, checkpoint: which variables to load (``inference.load_variables``).
-      flip: average with the mirrored image (the flip test, spec §5.4).
+      flip: the flip test (the image and its mirror image, combined by the task's decode).
       batch_size: images per forward pass; the last batch is padded to it.
       score_threshold: detections scoring below it are left out of detections.json.
-      draw_threshold: boxes drawn on pictures; default ``config.eval.vis_threshold``.
+      draw_threshold: detections drawn on pictures; default ``config.eval.vis_threshold``.
       pictures: write the annotated PNGs.
       log_every: log progress every this many input files.
       num_threads: host threads decoding, letterboxing and drawing images.
@@ -290,16 +330,19 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     draw_threshold = config.eval.vis_threshold if draw_threshold is None else draw_threshold
-    paths = find_images(inputs)  # fails before any model work
-    os.makedirs(output_dir, exist_ok=True)
+    files = find_images(inputs)  # fails before any model work
+    output_dir = str(paths.resolve(output_dir))
+    epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
 
+    config = config_checks.resolved_copy(config)
+    runtime.prepare(config)
     sources.fill_dataset_facts_from_run(config, workdir)
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=checkpoint)
+    parts = assembly.assemble(config)
+    task = parts.task
+    loaded = inference.load_variables(parts, workdir=workdir, checkpoint=checkpoint)
     variables = loaded.variables
     names, category_ids = class_names(config.dataset, task.num_classes)
-    transform = inference.make_eval_transform(config)
+    transform = inference.make_eval_transform(parts)
     grid_hw = transform.output_hw
     device = next(iter(jax.tree.leaves(variables)[0].sharding.device_set))
     image_spec = jax.ShapeDtypeStruct(
@@ -307,14 +350,15 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
         sharding=jax.sharding.SingleDeviceSharding(device))
 
     start = time.time()
-    detect = jax.jit(inference.make_detect_fn(model, task, top_k=config.eval.top_k, flip=flip))
+    detect = jax.jit(inference.make_detect_fn(parts.model, task, top_k=config.eval.top_k,
+                                              flip=flip))
     detect = detect.lower(variables, image_spec).compile()
     compile_seconds = time.time() - start
     logging.info("Predicting %d files with %s (%s, batch %d, input %s, top %d); compiled "
-                 "in %.1f s.", len(paths), loaded.source, "flip" if flip else "plain",
+                 "in %.1f s.", len(files), loaded.source, "flip" if flip else "plain",
                  batch_size, tuple(transform.input_hw), config.eval.top_k, compile_seconds)
 
-    name_picture = _PictureNames(output_dir, paths)
+    name_picture = _PictureNames(output_dir, files)
     results: list[dict[str, Any]] = []
     images: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
@@ -336,56 +380,54 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
         next_log = (done // max(log_every, 1) + 1) * max(log_every, 1)
         elapsed = max(time.time() - start, 1e-9)
         rate = done / elapsed
-        eta = (len(paths) - done) / rate if rate > 0 else float("inf")
+        eta = (len(files) - done) / rate if rate > 0 else float("inf")
         logging.info("Predicted %d/%d files (%d skipped), %.1f images/s, ETA %.0f s.",
-                     done, len(paths), len(skipped), rate, eta)
+                     done, len(files), len(skipped), rate, eta)
 
     def finish(batch: list[_Loaded], stacked: dict[str, np.ndarray],
                detections: dict[str, jax.Array]) -> None:
-        """Host side of one batch: map boxes back, collect results, queue pictures."""
+        """Host side of one batch: map detections back, collect results, queue pictures."""
         nonlocal num_nonfinite
         count = len(batch)
-        detections = {k: np.asarray(detections[k])[:count]
-                      for k in ("boxes", "scores", "classes")}
+        detections = {k: np.asarray(v)[:count] for k, v in detections.items()}
         in_image = task.to_image_detections(
-            detections, {k: stacked[k][:count] for k in ("center", "scale")}, grid_hw)
+            detections, {k: stacked[k][:count] for k in task.eval_fields}, grid_hw)
+        category_names = dict(zip(category_ids, names))
         for i, item in enumerate(batch):
             image_id = len(images) + 1
-            boxes, scores = in_image["boxes"][i], in_image["scores"][i]
-            classes = in_image["classes"][i]
-            finite = np.isfinite(boxes).all(-1) & np.isfinite(scores)
-            num_nonfinite += int(np.sum(~finite))
-            keep = finite & (scores >= score_threshold)
-            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+            found, nonfinite = _keep_rows({k: v[i] for k, v in in_image.items()},
+                                          score_threshold)
+            num_nonfinite += nonfinite
             file_name = os.path.basename(item.path)
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], -1)
-            xywh = np.round(xywh.astype(np.float64), _BOX_DECIMALS)
-            rounded_scores = np.round(scores.astype(np.float64), _SCORE_DECIMALS)
-            results.extend(
-                {"image_id": image_id, "file_name": file_name,
-                 "category_id": int(category_ids[c]), "category_name": names[c],
-                 "bbox": [float(v) for v in box], "score": float(s)}
-                for box, s, c in zip(xywh, rounded_scores, classes))
+            for record in task.results(image_id, found, category_ids,
+                                       coordinate_decimals=_COORDINATE_DECIMALS,
+                                       score_decimals=_SCORE_DECIMALS):
+                named = {"image_id": image_id, "file_name": file_name}
+                if "category_id" in record:
+                    named.update(category_id=record["category_id"],
+                                 category_name=category_names[record["category_id"]])
+                results.append({**named, **record})
             height, width = item.element["image_hw"]
             picture = name_picture(item.path, image_id) if pictures else None
-            images[str(image_id)] = {"file_name": file_name, "path": os.path.abspath(item.path),
+            images[str(image_id)] = {"file_name": file_name,
+                                     "path": str(paths.resolve(item.path)),
                                      "height": int(height), "width": int(width),
                                      "picture": picture}
             if picture:
                 drawing.append(pool.submit(
-                    _draw_and_save, os.path.join(output_dir, picture), item.bgr, boxes,
-                    scores, classes, names, draw_threshold))
+                    _draw_and_save, str(epath.Path(output_dir) / picture), task, item.bgr,
+                    found, names, draw_threshold))
             item.bgr = item.element = None  # free the pixels early
         while drawing and (drawing[0].done() or len(drawing) > 2 * batch_size):
             drawing.popleft().result()  # re-raises a failed save
         log_progress()
 
     try:
-        stream = _prefetched(pool, paths, transform, keep_original=pictures,
+        stream = _prefetched(pool, files, transform, keep_original=pictures,
                              depth=2 * batch_size)
         in_flight = None  # the previous batch: its host work overlaps this batch's compute
         for batch in _batches(stream, batch_size, on_skip):
-            stacked = _stack_padded(batch, batch_size)
+            stacked = _stack_padded(batch, batch_size, task.eval_fields)
             detections = detect(variables, jax.device_put(stacked["image"], device))
             if in_flight is not None:
                 finish(*in_flight)
@@ -401,12 +443,12 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
 
     if num_nonfinite:
         logging.warning("Dropped %d non-finite detections.", num_nonfinite)
-    detections_file = os.path.join(output_dir, DETECTIONS_FILE)
-    images_file = os.path.join(output_dir, IMAGES_FILE)
+    detections_file = str(epath.Path(output_dir) / DETECTIONS_FILE)
+    images_file = str(epath.Path(output_dir) / IMAGES_FILE)
     _atomic_write_json(detections_file, results)
     _atomic_write_json(images_file, images)
     summary = {
-        "num_inputs": len(paths),
+        "num_inputs": len(files),
         "num_images": len(images),
         "num_detections": len(results),
         "num_skipped": len(skipped),
@@ -424,7 +466,7 @@ def predict(config, inputs: str | os.PathLike | Sequence[str | os.PathLike],
         "detections_file": detections_file,
         "images_file": images_file,
     }
-    _atomic_write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    _atomic_write_json(str(epath.Path(output_dir) / SUMMARY_FILE), summary)
     logging.info("Done: %d images, %d detections, %d skipped, %.1f s (%.1f images/s); "
                  "results in %s.", len(images), len(results), len(skipped), seconds,
                  summary["images_per_second"], detections_file)
@@ -442,7 +484,6 @@ def main(argv: list[str]) -> None:
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
     config = cli.config_from_flags(argv)
-    cli.prepare_process()
     with cli.exit_on_user_error():
         summary = predict(
             config, flags.FLAGS.input, flags.FLAGS.output, workdir=flags.FLAGS.workdir,
@@ -463,8 +504,9 @@ def _define_flags() -> None:
 
     from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
-    cli.define_model_flags(workdir_help="The training run's directory (not needed for a "
-                           "converted checkpoint).")
+    cli.define_config_flags(workdir_help="The training run's directory (not needed for a "
+                            "converted checkpoint).")
+    cli.define_checkpoint_flag()
     flags.DEFINE_string("input", None, "An image, a directory of images or a glob (quote it).",
                         required=True)
     flags.DEFINE_string("output", None, "Directory for detections.json, images.json and "
@@ -479,7 +521,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=g-import-not-at-top
+    from centernet_jax import cli  # pylint: disable=g-import-not-at-top
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

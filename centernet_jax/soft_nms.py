@@ -1,6 +1,6 @@
 """Soft-NMS and the multi-scale merge of CenterNet's test mode (NumPy, host side).
 
-Official semantics (spec "Objects as Points" §5.5 and §8 items 9-10):
+Official semantics (the official multi-scale test's `merge_outputs` and its Cython soft-NMS):
 
 * Per class, the boxes of all test scales are concatenated and run through the Bodla et al.
   soft-NMS: Gaussian decay exp(-iou^2 / sigma) with sigma = 0.5, score threshold 0.001, and
@@ -15,11 +15,11 @@ Official semantics (spec "Objects as Points" §5.5 and §8 items 9-10):
 * Then max_per_image: when more rows than the limit remain over all classes, keep the rows
   whose score is >= the max_per_image-th largest score (ties can keep more).
 
-Numerics mirror the official Cython build the spec verified against (Cython 3.3): the
+Numerics mirror the official Cython build, as compiled with Cython 3.3: the
 detections are float32, every score operation and the IoU division are float32, while the
 `+1` extents, the two areas and the union are evaluated in float64 and rounded to float32
 when stored; the Gaussian `exp` runs in float64 on the float32 argument and is rounded to
-float32. Other Cython versions can differ by about 1 ulp (spec §5.5).
+float32. Other Cython versions can differ by about 1 ulp.
 """
 
 from __future__ import annotations

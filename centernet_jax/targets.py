@@ -1,4 +1,7 @@
-"""CenterNet training targets: Gaussian radius, peak rendering and ctdet targets.
+"""CenterNet training targets: Gaussian radius, peak rendering and box-centre targets.
+
+The box-centre targets (`box_targets`: a per-class centre heatmap, box sizes, sub-pixel
+offsets) are what 2D detection trains on and what pose and 3D detection start from.
 
 Conventions (shared by every target builder in this package):
 
@@ -10,7 +13,7 @@ Conventions (shared by every target builder in this package):
 * Heatmaps are NHWC, float32, combined across objects by elementwise max.
 * `index` is row-major over the output width: y * W + x.
 
-Official semantics reproduced here (CenterNet `ctdet` dataset code):
+Official semantics reproduced here (the official CenterNet 2D detection loader):
 
 1. Boxes are clipped, x to [0, W - 1] and y to [0, H - 1], *before* the centre is taken,
    so a partly visible box gets the centre of its visible part.
@@ -84,7 +87,7 @@ def gaussian_radius(height: ArrayLike, width: ArrayLike, min_overlap: float = 0.
 
     Args:
       height, width: box sizes in output pixels, >= 0; scalars or arrays that broadcast.
-        The official ctdet code passes ceil(h), ceil(w) of the clipped box.
+        The official 2D detection loader passes ceil(h), ceil(w) of the clipped box.
       min_overlap: the IoU o in (0, 1).
 
     Returns:
@@ -334,7 +337,7 @@ def _draw_gaussians(centers_int, radii, channels, valid, *, heatmap_shape, max_r
 
 
 # --------------------------------------------------------------------------------------
-# Box geometry and ctdet targets
+# Box geometry and box-centre targets
 # --------------------------------------------------------------------------------------
 
 
@@ -367,8 +370,8 @@ def box_geometry(boxes: ArrayLike, mask: ArrayLike, *, output_hw: tuple[int, int
       output_hw: static (H, W) of the output grid.
       radius: key of RADIUS_FUNCTIONS.
       min_overlap: IoU passed to the radius function.
-      ceil_size: radius from (ceil(h), ceil(w)) as ctdet / multi_pose do; False uses the
-        raw (h, w) as the official ddd code does.
+      ceil_size: radius from (ceil(h), ceil(w)) as the official 2D detection and pose
+        loaders do; False uses the raw (h, w) as the official 3D detection loader does.
 
     Returns:
       BoxGeometry (see its docstring). Jittable, vmap-friendly; no loop over objects.
@@ -427,7 +430,7 @@ def _box_geometry(boxes, mask, *, output_hw, radius, min_overlap, ceil_size):
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "output_hw", "radius", "min_overlap"))
-def _ctdet_targets(boxes, classes, mask, *, num_classes, output_hw, radius, min_overlap):
+def _box_targets(boxes, classes, mask, *, num_classes, output_hw, radius, min_overlap):
     height, width = output_hw
     classes = classes.astype(jnp.int32)
     in_range = (classes >= 0) & (classes < num_classes)
@@ -448,10 +451,10 @@ def _ctdet_targets(boxes, classes, mask, *, num_classes, output_hw, radius, min_
     }
 
 
-def ctdet_targets(boxes: ArrayLike, classes: ArrayLike, mask: ArrayLike, *, num_classes: int,
+def box_targets(boxes: ArrayLike, classes: ArrayLike, mask: ArrayLike, *, num_classes: int,
                   output_hw: tuple[int, int], radius: str = "official",
                   min_overlap: float = 0.7) -> dict[str, Array]:
-    """Official CenterNet ctdet training targets for a padded batch (jitted).
+    """Official CenterNet box-centre training targets for a padded batch (jitted).
 
     Args:
       boxes: float [B, N, 4], (x1, y1, x2, y2) in output-grid pixels, before clipping.
@@ -490,6 +493,6 @@ def ctdet_targets(boxes: ArrayLike, classes: ArrayLike, mask: ArrayLike, *, num_
     _check(mask.shape == boxes.shape[:2],
            f"mask must be [B, N] = {boxes.shape[:2]} to match boxes, got {mask.shape}")
     _check(_is_bool_or_integer(mask.dtype), f"mask must be bool, got {mask.dtype}")
-    return _ctdet_targets(boxes, classes, mask, num_classes=int(num_classes),
+    return _box_targets(boxes, classes, mask, num_classes=int(num_classes),
                           output_hw=(height, width), radius=radius,
                           min_overlap=float(min_overlap))

@@ -37,6 +37,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+from etils import epath
 
 
 class CheckpointError(ValueError):
@@ -93,15 +94,15 @@ def load_state_dict(path: str | os.PathLike, *,
         corrupt, needs a global outside the tensor allowlist (refused before anything runs),
         holds tensors of an unsupported dtype, or contains no state dict.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+    path = os.fspath(path)  # local, or in a bucket (gs://...)
+    if not epath.Path(path).is_file():
         raise CheckpointError(f"{path}: no such file")
     if use_torch is None:
         use_torch = importlib.util.find_spec("torch") is not None
     if use_torch:
         return _load_with_torch(path)
     try:
-        file = open(path, "rb")
+        file = epath.Path(path).open("rb")
     except OSError as error:
         raise CheckpointError(f"{path}: cannot be read: {error}") from error
     with _problems_reported_for(path), file:
@@ -465,7 +466,8 @@ def _load_with_torch(path: str) -> dict[str, np.ndarray]:
         raise ImportError("load_state_dict(use_torch=True) needs torch; use_torch=False reads "
                           "the file without it") from error
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with epath.Path(path).open("rb") as file:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds; all mean "cannot read this file"
         raise CheckpointError(f"{path}: torch.load(weights_only=True) failed: "
                               f"{type(error).__name__}: {error} (use_torch=False reads it "

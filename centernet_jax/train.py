@@ -9,7 +9,6 @@ where the last one stopped.
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import threading
@@ -25,19 +24,16 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from centernet_jax import (checkpointing, config_checks, convert, distributed, evaluate,
-                           inference, paths, sharding, tasks, train_state)
+from centernet_jax import (assembly, checkpointing, config_checks, convert, evaluate, paths,
+                           runtime, sharding, train_state)
 from centernet_jax.data import pipeline, sanitize, sources, transforms
-from centernet_jax.models import detector
-
-# Batch fields the jitted steps consume; the rest (ids, ...) stay on the host. The bad-data
-# counters ride along so that the step sums them over the global batch, every process alike.
-TRAIN_FIELDS = ("image", "boxes", "classes", "mask", *sanitize.COUNTERS)
 
 
-def output_hw(config) -> tuple[int, int]:
-    """The output grid of the configured training input size."""
-    return inference.grid_hw(config.input.input_hw, config.input.down_ratio)
+def train_fields(task) -> tuple[str, ...]:
+    """Batch fields the jitted step consumes: the image, the task's fields and the bad-data
+    counters (summed by the step over the global batch, every process alike). The rest
+    (ids, ...) stay on the host."""
+    return ("image", *task.batch_fields, *sanitize.COUNTERS)
 
 
 def make_train_step(model, task, tx, target_hw) -> Callable:
@@ -78,9 +74,9 @@ def make_train_step(model, task, tx, target_hw) -> Callable:
     return train_step
 
 
-def _train_transform(config, flip_pairs=()):
+def _train_transform(config, output_hw, flip_pairs=()):
     return transforms.TrainTransform(
-        input_hw=tuple(config.input.input_hw), down_ratio=config.input.down_ratio,
+        input_hw=tuple(config.input.input_hw), output_hw=tuple(output_hw),
         max_objects=config.dataset.max_objects, mean=config.input.mean,
         std=config.input.std, flip_prob=config.input.flip_prob, flip_pairs=tuple(flip_pairs),
         crop_mode=config.input.crop_mode, scale_choices=tuple(config.input.scale_choices),
@@ -196,17 +192,24 @@ def _log_devices(mesh) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains, evaluates periodically and at the end; resumes from ``workdir`` if possible.
 
-    Returns the final evaluation metrics (COCO AP etc., in [0, 1]).
+    Prepares the process first (``runtime.prepare``), so a notebook needs nothing else, and
+    can call it again in the same process. ``config`` is not changed: what the data adds
+    (e.g. the class count of a COCO-format json) goes into a copy, recorded as the run's
+    ``config.json``.
+
+    Returns the final evaluation metrics (names: the task's ``metrics.names``).
     """
+    config = config_checks.resolved_copy(config)
     config_checks.validate_config(config)
-    sharding.use_host_cpu_devices(config.mesh.host_cpu_devices)  # before devices are touched
-    distributed.initialize()  # a no-op on one host, or when main has done it
+    runtime.prepare(config)  # before devices are touched
     workdir = paths.resolve(workdir)  # local, or a bucket (gs://...)
     # The dataset check comes first: a missing dataset must stop the run within seconds.
     train_source = sources.make_source(config.dataset, config.dataset.train_split)
     eval_source = sources.make_source(config.dataset, config.dataset.eval_split)
     sources.fill_dataset_facts(config, train_source)  # e.g. the class count of a COCO json
-    task = tasks.make_task(config)
+    steps_per_epoch = max(len(train_source) // config.train.batch_size, 1)
+    parts = assembly.assemble(config, steps_per_epoch)
+    task, model, tx = parts.task, parts.model, parts.tx
 
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
@@ -217,26 +220,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _log_devices(mesh)
     local_batch = sharding.check_batch_size(config.train.batch_size, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
-    train_grid_hw = output_hw(config)
-
-    model = detector.build_model(config.model, task.heads)
-    steps_per_epoch = max(len(train_source) // config.train.batch_size, 1)
+    train_grid_hw = parts.output_hw()
     total_steps = int(round(config.train.num_epochs * steps_per_epoch))
-    tx = train_state.make_optimizer(config, steps_per_epoch)
-    init_fn = functools.partial(train_state.create_train_state, model=model, tx=tx,
-                                input_hw=tuple(config.input.input_hw))
     rng = train_state.init_rng(config.seed)
-    abstract_state = jax.eval_shape(init_fn, rng)
+    abstract_state = parts.abstract_state()
     state_shardings = sharding.state_shardings(abstract_state, mesh)
 
     train_iter = pipeline.make_train_iterator(
-        train_source, _train_transform(config, getattr(train_source, "flip_pairs", None) or ()),
+        train_source, _train_transform(config, train_grid_hw,
+                                       getattr(train_source, "flip_pairs", None) or ()),
         batch_size=local_batch, seed=config.seed,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
         num_workers=config.train.num_workers,
         prefetch_buffer_size=config.train.prefetch_buffer_size)
     checkpointer = checkpointing.Checkpointer(
-        workdir / "checkpoints", config.train.max_checkpoints_to_keep)
+        workdir / "checkpoints", config.train.max_checkpoints_to_keep,
+        best_metric=task.metrics.best)
     latest = checkpointer.latest_step()
     if latest is not None:
         state = checkpointer.restore(
@@ -244,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             train_iter)
         logging.info("Resumed from %s at step %d.", checkpointer.directory, latest)
     else:
-        state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+        state = jax.jit(parts.init, out_shardings=state_shardings)(rng)
         if config.init.checkpoint:
             params, batch_stats, counts = convert.init_from_pretrained(
                 state.params, state.batch_stats, config.init.checkpoint,
@@ -263,8 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=(0,))
-    evaluator = evaluate.Evaluator(config, task, model, mesh, eval_source,
-                                   state_shardings.variables)
+    evaluator = evaluate.Evaluator(parts, mesh, eval_source, state_shardings.variables)
     schedule = train_state.learning_rate_schedule(config, steps_per_epoch)
 
     writer = metric_writers.create_default_writer(
@@ -274,6 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_secs=30)
 
+    fields = train_fields(task)
     step = int(jax.device_get(state.step))
     eval_metrics: dict[str, float] = {}
     history: list[dict[str, jax.Array]] = []
@@ -287,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 with progress.timed("input", wait_jax_async_dispatch=False):
                     batch = next(train_iter)
                 global_batch = sharding.host_to_global(
-                    {k: batch[k] for k in TRAIN_FIELDS}, batch_sharding)
+                    {k: batch[k] for k in fields}, batch_sharding)
                 state, metrics = train_step(state, global_batch)
                 step += 1
                 history.append(metrics)
@@ -343,24 +342,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             json.dumps({"step": step, **eval_metrics}, indent=2))
     logging.info("Finished at step %d in %.1f s.", step, time.time() - start)
     return eval_metrics
-
-
-def describe_model(config: ml_collections.ConfigDict) -> tuple[list[dict], int]:
-    """Builds the model abstractly (``jax.eval_shape``: no data, no compute).
-
-    Returns:
-      (per-stack dict head -> output shape, number of parameters).
-    """
-    config_checks.validate_config(config)
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    images = jax.ShapeDtypeStruct((1, *config.input.input_hw, 3), jnp.float32)
-    variables = jax.eval_shape(functools.partial(model.init, train=False),
-                               jax.random.key(0), images)
-    outputs = jax.eval_shape(functools.partial(model.apply, train=False), variables, images)
-    num_params = train_state.count_params(variables["params"])
-    shapes = [{name: tuple(out.shape) for name, out in stack.items()} for stack in outputs]
-    return shapes, num_params
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -6,7 +6,6 @@ Shared by training (which updates the state) and by evaluation, prediction and e
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -58,20 +57,10 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
 
 
 def create_train_state(rng: jax.Array, model, tx, input_hw) -> TrainState:
+    """Parameters from ``model.init`` on a zero image of ``input_hw``, Adam's zero state."""
     variables = model.init(rng, jnp.zeros((1, *input_hw, 3), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
                       opt_state=tx.init(params))
 
-
-def abstract_train_state(config, model, steps_per_epoch: int = 1) -> TrainState:
-    """The state's structure, shapes and dtypes (``jax.eval_shape``: nothing computed).
-
-    The optimizer state's structure does not depend on ``steps_per_epoch``, so restoring a
-    checkpoint for inference needs no dataset.
-    """
-    init_fn = functools.partial(create_train_state, model=model,
-                                tx=make_optimizer(config, steps_per_epoch),
-                                input_hw=tuple(config.input.input_hw))
-    return jax.eval_shape(init_fn, init_rng(config.seed))

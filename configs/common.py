@@ -3,15 +3,15 @@
 import ml_collections
 from ml_collections import config_dict
 
-# Official normalisation, applied to images in BGR channel order (spec §6).
+# Official normalisation, applied to images in BGR channel order (the official COCO loader).
 COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
 COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Fields every ctdet config has; variants override what differs."""
+def base_config(task: str = "ctdet") -> ml_collections.ConfigDict:
+    """Fields every config has, with `task`'s loss options; variants override what differs."""
     config = ml_collections.ConfigDict()
-    config.task = "ctdet"
+    config.task = task
     config.variant = ""
     config.seed = 317  # the official seed
 
@@ -50,14 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
     # r"heads_\d+/hm/conv1x1" when fine-tuning on another number of classes.
     config.init = ml_collections.ConfigDict(dict(checkpoint="", exclude=()))
 
-    config.loss = ml_collections.ConfigDict(dict(
-        hm_weight=1.0,
-        wh_weight=0.1,
-        off_weight=1.0,
-        # "official" keeps CornerNet's gaussian_radius typo; "corrected" fixes it.
-        radius="official",
-        min_overlap=0.7,
-    ))
+    # The task's training objective; each task reads exactly its own fields.
+    config.loss = TASK_LOSSES[task]()
 
     config.train = ml_collections.ConfigDict(dict(
         batch_size=32,  # global, over all devices and processes
@@ -88,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
         top_k=100,
         num_pictures=4,  # validation images drawn to PNG and TensorBoard
         vis_threshold=0.3,  # drawing only; all top_k boxes go to COCOeval
-        # Test mode (spec §5.4-5.5): "plain", "flip" or "multiscale" (test_scales, with
+        # Test mode (the official test script): "plain", "flip" or "multiscale" (test_scales, with
         # flip when multiscale_flip, merged per class by Gaussian soft-NMS).
         test_mode="plain",
         test_scales=(0.5, 0.75, 1.0, 1.25, 1.5),
@@ -110,6 +104,21 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def ctdet_loss() -> ml_collections.ConfigDict:
+    """2D detection (Objects as Points): focal + 0.1 x size + offset losses."""
+    return ml_collections.ConfigDict(dict(
+        hm_weight=1.0,
+        wh_weight=0.1,
+        off_weight=1.0,
+        # "official" keeps CornerNet's gaussian_radius typo; "corrected" fixes it.
+        radius="official",
+        min_overlap=0.7,
+    ))
+
+
+TASK_LOSSES = {"ctdet": ctdet_loss}
+
+
 def coco_dataset() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         name="coco",
@@ -123,7 +132,7 @@ def coco_dataset() -> ml_collections.ConfigDict:
 
 
 # ImageNet mean/std in RGB order, which the official KITTI and Pascal loaders apply to BGR
-# images (spec §6); kept for reproduction.
+# images; kept for reproduction.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -232,7 +241,8 @@ def coco_recipe(config: ml_collections.ConfigDict, *, batch_size: int, learning_
                 num_epochs: int, lr_drop_epochs: tuple[int, ...],
                 eval_every_steps: int = 20000, eval_batch_size: int = 32,
                 keep_res_pad: int = 31) -> None:
-    """An official COCO 2017 ctdet recipe at 512x512: Adam, step drops of x0.1 (spec §6).
+    """An official COCO 2017 ctdet recipe at 512x512: Adam, step drops of x0.1 (the official
+    experiment scripts).
 
     Testing is keep_res as officially: COCO's longest side is 640, so the canvas is
     (640 | pad) + 1 = 672 (pad 31) or 768 (pad 127, the hourglass).

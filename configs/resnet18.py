@@ -46,7 +46,7 @@ def resnet_base_config() -> ml_collections.ConfigDict:
     return config
 
 
-# The official 140-epoch ResNet schedule (spec §6).
+# The official 140-epoch ResNet schedule (the official experiment scripts).
 RESNET_COCO_SCHEDULE = dict(num_epochs=140, lr_drop_epochs=(90, 120))
 
 

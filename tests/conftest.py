@@ -12,8 +12,6 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jax_
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 
-import functools  # noqa: E402
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -35,17 +33,33 @@ def random_batch(config, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def build_setup(config):
-    """(config, model, task, tx, init_fn) for ``config``, as train_and_evaluate builds them."""
-    from centernet_jax import tasks, train_state
-    from centernet_jax.models import detector
+def train_transform(input_hw=(512, 512), **kwargs):
+    """A TrainTransform at stride 4 with the official normalisation unless overridden."""
+    from centernet_jax import affine
+    from centernet_jax.data.transforms import TrainTransform
+    from configs.common import COCO_MEAN_BGR, COCO_STD_BGR
 
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    tx = train_state.make_optimizer(config, steps_per_epoch=4)
-    init_fn = functools.partial(train_state.create_train_state, model=model, tx=tx,
-                                input_hw=tuple(config.input.input_hw))
-    return config, model, task, tx, init_fn
+    kwargs = {"mean": COCO_MEAN_BGR, "std": COCO_STD_BGR, **kwargs}
+    return TrainTransform(input_hw=input_hw, output_hw=affine.grid_hw(input_hw, 4), **kwargs)
+
+
+def eval_transform(input_hw=(512, 512), **kwargs):
+    """An EvalTransform at stride 4 with the official normalisation unless overridden."""
+    from centernet_jax import affine
+    from centernet_jax.data.transforms import EvalTransform
+    from configs.common import COCO_MEAN_BGR, COCO_STD_BGR
+
+    kwargs = {"mean": COCO_MEAN_BGR, "std": COCO_STD_BGR, **kwargs}
+    return EvalTransform(input_hw=input_hw, output_hw=affine.grid_hw(input_hw, 4), **kwargs)
+
+
+def build_setup(config):
+    """(config, model, task, tx, init_fn) for ``config``, as train_and_evaluate builds them
+    (``assembly.assemble``; ``init_fn(rng)`` is the fresh train state)."""
+    from centernet_jax import assembly
+
+    parts = assembly.assemble(config, steps_per_epoch=4)
+    return config, parts.model, parts.task, parts.tx, parts.init
 
 
 @pytest.fixture

@@ -61,7 +61,8 @@ def test_iterator_position_is_restored(tmp_path):
 
 def test_keeps_latest_and_best(tmp_path):
     host = {"w": np.zeros(3, np.float32)}
-    ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=2, async_save=False)
+    ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=2, async_save=False,
+                                      best_metric="AP")
     aps = {1: 0.2, 2: 0.9, 3: 0.1, 4: None, 5: 0.3, 6: None}
     for step, ap in aps.items():
         ckpt.save(step, host, metrics=None if ap is None else {"AP": ap})
@@ -69,4 +70,15 @@ def test_keeps_latest_and_best(tmp_path):
     assert ckpt.best_step() == 2
     assert set(ckpt.all_steps()) == {2, 5, 6}
     assert ckpt.latest_step() == 6
+    ckpt.close()
+
+
+def test_without_a_best_metric_keeps_only_the_latest(tmp_path):
+    host = {"w": np.zeros(3, np.float32)}
+    ckpt = checkpointing.Checkpointer(str(tmp_path), max_to_keep=2, async_save=False)
+    for step, ap in {1: 0.2, 2: 0.9, 3: 0.1}.items():
+        ckpt.save(step, host, metrics={"AP": ap})
+    ckpt.wait_until_finished()
+    assert ckpt.best_step() is None
+    assert set(ckpt.all_steps()) == {2, 3}
     ckpt.close()

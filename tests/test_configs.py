@@ -4,6 +4,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from centernet_jax import config_checks
+from centernet_jax.tasks.ctdet import CtdetTask
 from configs import hourglass
 
 
@@ -32,8 +34,23 @@ def test_default_is_the_official_coco_recipe():
 
 
 def test_unknown_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="demo, smoke"):
+    with pytest.raises(ValueError, match="coco, custom, demo, quick, smoke"):
         hourglass.get_config("demoo")
+
+
+def test_input_sizes_must_be_multiples_of_the_stride():
+    # The task decides (Task.output_hw); validate_config names the offending field.
+    assert CtdetTask.output_hw((64, 96), 4) == (16, 24)
+    with pytest.raises(ValueError, match=r"\(66, 64\) must be a multiple of the output stride 4"):
+        CtdetTask.output_hw((66, 64), 4)
+    config = hourglass.get_config("smoke")
+    config.input.input_hw = (66, 64)
+    with pytest.raises(ValueError, match=r"input\.input_hw=\(66, 64\)"):
+        config_checks.validate_config(config)
+    config = hourglass.get_config("smoke")
+    config.eval.input_hw = (64, 70)
+    with pytest.raises(ValueError, match=r"eval\.input_hw=\(64, 70\)"):
+        config_checks.validate_config(config)
 
 
 def _parse(*args):

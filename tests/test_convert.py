@@ -4,7 +4,6 @@ Numerical parity of converted official models is in test_parity.py.
 """
 
 import ast
-import functools
 import json
 import os
 import subprocess
@@ -16,8 +15,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from centernet_jax import config_checks, convert, tasks, torch_checkpoint, train, train_state
-from centernet_jax.models import detector
+from centernet_jax import assembly, config_checks, convert, torch_checkpoint, train
 from configs import hourglass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -193,11 +191,7 @@ def test_save_and_load_round_trip(converted_smoke):
 
 
 def _fresh_state(config):
-    model = detector.build_model(config.model, tasks.make_task(config).heads)
-    tx = train_state.make_optimizer(config, steps_per_epoch=4)
-    init = functools.partial(train_state.create_train_state, model=model, tx=tx,
-                             input_hw=tuple(config.input.input_hw))
-    return jax.jit(init)(jax.random.key(0))
+    return jax.jit(assembly.assemble(config, steps_per_epoch=4).init)(jax.random.key(0))
 
 
 def test_init_from_pretrained_loads_everything_and_keeps_dtypes(converted_smoke):
@@ -237,6 +231,7 @@ def test_init_from_backbone_checkpoint_leaves_heads_fresh(tmp_path):
                                   state.params["heads_0"]["wh"]["conv3x3"]["kernel"])
 
 
+@pytest.mark.slow
 def test_main_trains_from_a_converted_checkpoint(converted_smoke, tmp_path):
     out, converted = converted_smoke
     config = hourglass.get_config("smoke")

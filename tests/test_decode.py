@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from centernet_jax.decode import ctdet_decode, nms_heatmap, peak_mask, top_k
+from centernet_jax.decode import box_decode, nms_heatmap, peak_mask, top_k
 
 # --------------------------------------------------------------------------------------
 # NumPy reference following the official structure (per-class top-K, then global).
@@ -118,7 +118,7 @@ def test_top_k_bounds():
 
 
 # --------------------------------------------------------------------------------------
-# ctdet decode
+# box decode
 # --------------------------------------------------------------------------------------
 
 
@@ -141,7 +141,7 @@ def hand_made_maps():
 
 def test_decode_hand_made_map():
     heatmap, size, offset = hand_made_maps()
-    out = jax.tree.map(np.asarray, ctdet_decode(heatmap, size, offset, k=4))
+    out = jax.tree.map(np.asarray, box_decode(heatmap, size, offset, k=4))
     np.testing.assert_allclose(out["scores"][0], [0.9, 0.7, 0.5, 0.0])
     np.testing.assert_array_equal(out["classes"][0, :3], [2, 0, 1])
     # centre (2.25, 1.75), size (4, 2) -> (0.25, 0.75, 4.25, 2.75)
@@ -155,26 +155,26 @@ def test_decode_hand_made_map():
 
 def test_decode_without_offset_adds_half_a_pixel():
     heatmap, size, _ = hand_made_maps()
-    out = ctdet_decode(heatmap, size, None, k=2)
+    out = box_decode(heatmap, size, None, k=2)
     np.testing.assert_allclose(np.asarray(out["boxes"][0, 0]), [0.5, 0.5, 4.5, 2.5])
     np.testing.assert_allclose(np.asarray(out["boxes"][0, 1]), [5.5, 1.5, 7.5, 7.5])
 
 
 def test_k_beyond_the_number_of_peaks_gives_zero_scores():
     heatmap, size, offset = hand_made_maps()
-    out = ctdet_decode(heatmap, size, offset, k=20)
+    out = box_decode(heatmap, size, offset, k=20)
     scores = np.asarray(out["scores"][0])
     np.testing.assert_allclose(scores[:3], [0.9, 0.7, 0.5])
     np.testing.assert_array_equal(scores[3:], 0.0)
     with pytest.raises(ValueError, match="k must be an int in"):
-        ctdet_decode(heatmap, size, offset, k=6 * 8 * 3 + 1)
+        box_decode(heatmap, size, offset, k=6 * 8 * 3 + 1)
 
 
 def test_decode_plateau_keeps_both_equal_peaks():
     heatmap = np.zeros((1, 4, 4, 1), np.float32)
     heatmap[0, 1, 1] = heatmap[0, 1, 2] = 0.6
     size = np.ones((1, 4, 4, 2), np.float32)
-    out = ctdet_decode(heatmap, size, None, k=3)
+    out = box_decode(heatmap, size, None, k=3)
     np.testing.assert_allclose(np.asarray(out["scores"][0]), [0.6, 0.6, 0.0])
     centres = sorted(tuple(b[:2] + 0.5) for b in np.asarray(out["boxes"][0, :2]))
     assert centres == [(1.5, 1.5), (2.5, 1.5)]
@@ -188,7 +188,7 @@ def test_decode_random_maps_match_reference(use_offset):
     heatmap = (heatmap / heatmap.size).reshape(batch, height, width, channels)  # distinct
     size = rng.uniform(0, 8, (batch, height, width, 2)).astype(np.float32)
     offset = rng.uniform(0, 1, (batch, height, width, 2)).astype(np.float32) if use_offset else None
-    decode = jax.jit(ctdet_decode, static_argnames="k")
+    decode = jax.jit(box_decode, static_argnames="k")
     got = jax.tree.map(np.asarray, decode(heatmap, size, offset, k=k))
     want = ref_decode(heatmap, size, offset, k)
     np.testing.assert_array_equal(got["scores"], want["scores"])
@@ -201,7 +201,7 @@ def test_decode_ties_agree_by_score():
     rng = np.random.default_rng(3)
     heatmap = (rng.integers(0, 3, (2, 6, 6, 3)) / 2).astype(np.float32)
     size = np.ones((2, 6, 6, 2), np.float32)
-    got = np.asarray(ctdet_decode(heatmap, size, None, k=40)["scores"])
+    got = np.asarray(box_decode(heatmap, size, None, k=40)["scores"])
     want = ref_decode(heatmap, size, None, 40)["scores"]
     np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
 
@@ -209,8 +209,8 @@ def test_decode_ties_agree_by_score():
 def test_decode_shape_errors():
     heatmap, size, offset = hand_made_maps()
     with pytest.raises(ValueError, match="size must be"):
-        ctdet_decode(heatmap, size[..., :1], offset, k=3)
+        box_decode(heatmap, size[..., :1], offset, k=3)
     with pytest.raises(ValueError, match="offset must be"):
-        ctdet_decode(heatmap, size, offset[:, :-1], k=3)
+        box_decode(heatmap, size, offset[:, :-1], k=3)
     with pytest.raises(ValueError, match="heatmap must be"):
-        ctdet_decode(heatmap[0], size, offset, k=3)
+        box_decode(heatmap[0], size, offset, k=3)

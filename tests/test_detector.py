@@ -1,4 +1,4 @@
-"""Parameter counts of every official model (spec §2.4), from `jax.eval_shape` alone."""
+"""Parameter counts of every official model, from `jax.eval_shape` alone."""
 
 import json
 import math
@@ -10,11 +10,15 @@ import ml_collections
 import pytest
 
 from centernet_jax.models import detector
+from centernet_jax.models.heads import HeadSpec
 from centernet_jax.models.hourglass import HOURGLASS_52, HOURGLASS_104
 
-CTDET = {"hm": 80, "wh": 2, "reg": 2}
-MULTI_POSE = {"hm": 1, "wh": 2, "hps": 34, "reg": 2, "hm_hp": 17, "hp_offset": 2}
-DDD = {"hm": 3, "dep": 1, "rot": 8, "dim": 3, "wh": 2, "reg": 2}
+CTDET = {"hm": HeadSpec(80, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)}
+MULTI_POSE = {"hm": HeadSpec(1, init="heatmap"), "wh": HeadSpec(2), "hps": HeadSpec(34),
+              "reg": HeadSpec(2), "hm_hp": HeadSpec(17, init="heatmap"), "hp_offset": HeadSpec(2)}
+DDD = {"hm": HeadSpec(3, init="heatmap"), "dep": HeadSpec(1), "rot": HeadSpec(8),
+       "dim": HeadSpec(3), "wh": HeadSpec(2), "reg": HeadSpec(2)}
+PASCAL = {"hm": HeadSpec(20, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)}
 DLA_FC = 513_000  # DLA's ImageNet classifier: in the official count, never used, not ported
 
 
@@ -36,11 +40,11 @@ def _resnet(depth, deformable):
     ("res_101", _resnet(101, False), CTDET, 53_435_476),
     ("resdcn_18", _resnet(18, True), CTDET, 14_437_349),
     ("resdcn_101", _resnet(101, True), CTDET, 49_673_189),
-    ("resdcn_18 pascal", _resnet(18, True), {"hm": 20, "wh": 2, "reg": 2}, 14_437_349 - 3_900),
+    ("resdcn_18 pascal", _resnet(18, True), PASCAL, 14_437_349 - 3_900),
     ("dla_34", {"backbone": "dla"}, CTDET, 20_188_892 - DLA_FC),
     ("dla_34 multi_pose", {"backbone": "dla"}, MULTI_POSE, 20_625_346 - DLA_FC),
     ("dla_34 ddd", {"backbone": "dla"}, DDD, 20_615_323 - DLA_FC),
-    ("dla_34 pascal", {"backbone": "dla"}, {"hm": 20, "wh": 2, "reg": 2},
+    ("dla_34 pascal", {"backbone": "dla"}, PASCAL,
      20_188_892 - DLA_FC - 15_420),
     ("hourglass", {"backbone": "hourglass", "hourglass": HOURGLASS_104}, CTDET, 191_284_008),
     ("hourglass multi_pose", {"backbone": "hourglass", "hourglass": HOURGLASS_104}, MULTI_POSE,

@@ -18,13 +18,16 @@ import pytest
 
 from centernet_jax import inference, train, train_state
 from centernet_jax.models import detector, dla
+from centernet_jax.models.heads import HeadSpec
 from configs import dla34
 from tests.conftest import build_setup, random_batch
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "parity"
-COCO_HEADS = {"hm": 80, "wh": 2, "reg": 2}
-POSE_HEADS = {"hm": 1, "wh": 2, "hps": 34, "reg": 2, "hm_hp": 17, "hp_offset": 2}
-DDD_HEADS = {"hm": 3, "dep": 1, "rot": 8, "dim": 3, "wh": 2, "reg": 2}
+COCO_HEADS = {"hm": HeadSpec(80, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)}
+POSE_HEADS = {"hm": HeadSpec(1, init="heatmap"), "wh": HeadSpec(2), "hps": HeadSpec(34),
+              "reg": HeadSpec(2), "hm_hp": HeadSpec(17, init="heatmap"), "hp_offset": HeadSpec(2)}
+DDD_HEADS = {"hm": HeadSpec(3, init="heatmap"), "dep": HeadSpec(1), "rot": HeadSpec(8),
+             "dim": HeadSpec(3), "wh": HeadSpec(2), "reg": HeadSpec(2)}
 NARROW = dict(levels=(1, 1, 1, 2, 2, 1), channels=(4, 6, 8, 10, 12, 14))
 
 
@@ -173,7 +176,7 @@ def test_depthwise_upsample_matches_transposed_conv_definition(factor):
 def test_plain_conv_ablation_drops_only_the_offset_convs():
     deformable = _count(_abstract_variables(_dla_model(COCO_HEADS))["params"])
     plain = _count(_abstract_variables(_dla_model(COCO_HEADS, deformable=False))["params"])
-    assert deformable - plain == 638_064  # the 16 DCN conv_offset_mask layers (spec §2.4)
+    assert deformable - plain == 638_064  # the 16 DCN conv_offset_mask layers (official)
 
 
 def test_config_defaults_and_errors():
@@ -227,10 +230,12 @@ def test_unknown_variant_is_a_clear_error():
         dla34.get_config("demoo")
 
 
+@pytest.mark.slow
 def test_smoke_config_train_step_is_finite():
     config, model, task, tx, init_fn = build_setup(dla34.get_config("smoke"))
     state = init_fn(train_state.init_rng(0))
-    step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)))
+    output_hw = task.output_hw(config.input.input_hw, config.input.down_ratio)
+    step = jax.jit(train.make_train_step(model, task, tx, output_hw))
     batch = {k: jnp.asarray(v) for k, v in random_batch(config).items()}
     new_state, metrics = step(state, batch)
     assert np.isfinite(float(metrics["loss"]))

@@ -35,8 +35,10 @@ def _results_per_image(path):
 
 def test_plain_and_flip_modes_write_results_and_metrics(run_copy):
     config, workdir = run_copy
+    before = config.to_dict()
     plain = evaluate.evaluate(config, workdir, checkpoint="latest", test_mode="plain")
     flip = evaluate.evaluate(config, workdir, checkpoint="latest", test_mode="flip")
+    assert config.to_dict() == before  # the caller's config is not changed
     for mode, metrics in (("plain", plain), ("flip", flip)):
         with open(os.path.join(workdir, f"metrics_{mode}_step_8.json")) as f:
             saved = json.load(f)

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from centernet_jax import export, inference, tasks, train_state
-from centernet_jax.models import detector
+from centernet_jax import assembly, export, inference, tasks, train_state
+from centernet_jax.tasks import ctdet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +44,9 @@ def assert_detections_close(got, want):
 def hourglass(trained_smoke):
     """(config, model, variables, workdir) of the trained smoke hourglass."""
     config, workdir = trained_smoke
-    model = detector.build_model(config.model, tasks.make_task(config).heads)
-    loaded = inference.load_variables(config, model, workdir=workdir, checkpoint="latest")
-    return config, model, loaded.variables, workdir
+    parts = assembly.assemble(config)
+    loaded = inference.load_variables(parts, workdir=workdir, checkpoint="latest")
+    return config, parts.model, loaded.variables, workdir
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,9 @@ def test_metadata_describes_input_and_outputs(hourglass, hourglass_export):
         "boxes": {"shape": ["b", k, 4], "dtype": "float32"},
         "scores": {"shape": ["b", k], "dtype": "float32"},
         "classes": {"shape": ["b", k], "dtype": "int32"}}
+    assert metadata["task"] == "ctdet"
+    assert metadata["output_units"] == ctdet.CtdetTask.export_units
+    assert set(metadata["output_units"]) == {"boxes", "scores", "classes"}
     assert metadata["platforms"] == [jax.export.default_export_platform()]
     assert metadata["jax_version"] == jax.__version__
     assert metadata["model"]["num_params"] == train_state.count_params(variables["params"])
@@ -133,7 +136,7 @@ def test_deformable_model_round_trip_for_two_platforms(tmp_path):
     from configs import resnet18
 
     config = resnet18.get_config("smoke")
-    model = detector.build_model(config.model, tasks.make_task(config).heads)
+    model = assembly.assemble(config).model
     height, width = config.input.input_hw
     variables = jax.jit(model.init, static_argnames="train")(
         train_state.init_rng(config.seed), jnp.zeros((1, height, width, 3)), train=False)
@@ -235,7 +238,7 @@ def test_platform_mismatch_is_reported(hourglass, tmp_path):
         export.load(directory)
 
 
-@pytest.mark.slow  # two processes that import TensorFlow (cli.prepare_process)
+@pytest.mark.slow  # two processes that import TensorFlow (runtime.prepare)
 def test_command_line(hourglass, hourglass_export, tmp_path):
     config, _, _, workdir = hourglass
     output = str(tmp_path / "cli")

@@ -16,12 +16,13 @@ import pytest
 
 from centernet_jax.convert import official_key_to_flax
 from centernet_jax.models.detector import CenterNet
+from centernet_jax.models.heads import HeadSpec
 from centernet_jax.models.hourglass import HOURGLASS_104, Hourglass
 from centernet_jax.models.layers import upsample_nearest_2x
 from tests.numpy_layers import np_bn, np_conv, np_relu
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-COCO_HEADS = {"hm": 80, "wh": 2, "reg": 2}
+COCO_HEADS = {"hm": HeadSpec(80, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)}
 # 2 stacks; level 0 has a single module (low3 = just the next->cur residual);
 # dims[0] != cnv_dim so the inter-stack 1x1 convs change width.
 TINY = dict(num_stacks=2, depth=2, dims=(8, 12, 16), modules=(1, 2, 3), pre_width=6, cnv_dim=10)

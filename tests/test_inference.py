@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from centernet_jax import checkpointing, convert, inference, tasks, train_state
-from centernet_jax.models import detector
+from centernet_jax import assembly, checkpointing, convert, inference
+from centernet_jax.tasks import ctdet
 from configs import hourglass
 
 SMOKE_PTH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "official",
@@ -20,10 +20,11 @@ def _logit(p):
 
 
 def test_flip_merge_hand_built():
-    """Spec §5.4: heatmap (after the sigmoid) and sizes averaged with the mirrored outputs
-    flipped back, sizes not negated, offsets from the original image only."""
+    """The official flip test: heatmap (after the sigmoid) and sizes averaged with the
+    mirrored outputs flipped back, sizes not negated, offsets from the original image only."""
     height, width = 4, 5
-    task = tasks.ctdet.CtdetTask(num_classes=2)
+    task = ctdet.CtdetTask(classes=2, options=ctdet.CtdetLoss(
+        hm_weight=1.0, wh_weight=0.1, off_weight=1.0, radius="official", min_overlap=0.7))
     original = {"hm": np.full((1, height, width, 2), -30.0, np.float32),
                 "wh": np.zeros((1, height, width, 2), np.float32),
                 "reg": np.zeros((1, height, width, 2), np.float32)}
@@ -50,8 +51,8 @@ def test_flip_merge_hand_built():
 @pytest.fixture(scope="module")
 def smoke_model():
     config = hourglass.get_config("smoke")
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
+    parts = assembly.assemble(config)
+    task, model = parts.task, parts.model
     images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
     variables = model.init(jax.random.key(0), images, train=False)
     return config, task, model, variables, images
@@ -74,34 +75,33 @@ def test_detect_fn_plain_and_flip_match_the_task_decode(smoke_model):
 
 def test_load_variables_best_latest_step_and_errors(trained_smoke, tmp_path):
     config, workdir = trained_smoke
-    model = detector.build_model(config.model, tasks.make_task(config).heads)
+    parts = assembly.assemble(config)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-    saved = checkpointer.restore(8, train_state.abstract_train_state(config, model))
+    saved = checkpointer.restore(8, parts.abstract_state())
     checkpointer.close()
 
     for choice, how in (("best", "best AP"), ("latest", "latest"), ("8", "requested")):
-        loaded = inference.load_variables(config, model, workdir=workdir, checkpoint=choice)
+        loaded = inference.load_variables(parts, workdir=workdir, checkpoint=choice)
         assert loaded.step == 8 and how in loaded.source
         for got, want in zip(jax.tree.leaves(loaded.variables),
                              jax.tree.leaves(saved.variables)):
             np.testing.assert_array_equal(got, want)
 
     with pytest.raises(FileNotFoundError, match=r"No checkpoint at step 5; saved steps: \[.*8"):
-        inference.load_variables(config, model, workdir=workdir, checkpoint="5")
+        inference.load_variables(parts, workdir=workdir, checkpoint="5")
     with pytest.raises(FileNotFoundError, match="none of: best"):
-        inference.load_variables(config, model, workdir=workdir, checkpoint="newest")
+        inference.load_variables(parts, workdir=workdir, checkpoint="newest")
     with pytest.raises(FileNotFoundError, match="no training checkpoints"):
-        inference.load_variables(config, model, workdir=str(tmp_path), checkpoint="best")
+        inference.load_variables(parts, workdir=str(tmp_path), checkpoint="best")
     with pytest.raises(FileNotFoundError, match="needs a workdir"):
-        inference.load_variables(config, model, workdir=None, checkpoint="latest")
+        inference.load_variables(parts, workdir=None, checkpoint="latest")
 
 
 def test_load_variables_from_a_converted_checkpoint(tmp_path):
     config = hourglass.get_config("smoke")
-    model = detector.build_model(config.model, tasks.make_task(config).heads)
+    parts = assembly.assemble(config)
     converted = convert.convert(SMOKE_PTH, str(tmp_path / "full"))
-    loaded = inference.load_variables(config, model, workdir=None,
-                                      checkpoint=str(tmp_path / "full"))
+    loaded = inference.load_variables(parts, workdir=None, checkpoint=str(tmp_path / "full"))
     assert loaded.step is None and "converted" in loaded.source
     want = jax.tree_util.tree_leaves_with_path(converted.variables)
     got = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(loaded.variables)))
@@ -109,12 +109,12 @@ def test_load_variables_from_a_converted_checkpoint(tmp_path):
     for path, value in want:
         np.testing.assert_array_equal(got[path], value)
     images = jnp.zeros((1, 64, 64, 3))
-    detections = inference.make_detect_fn(model, tasks.make_task(config), top_k=5)(
+    detections = inference.make_detect_fn(parts.model, parts.task, top_k=5)(
         loaded.variables, images)
     assert detections["boxes"].shape == (1, 5, 4)
 
     # A model the checkpoint does not fit: the converter's mismatch report.
     config.dataset.num_classes = 7
-    other = detector.build_model(config.model, tasks.make_task(config).heads)
+    other = assembly.assemble(config)
     with pytest.raises(convert.ConversionError, match="hm"):
-        inference.load_variables(config, other, workdir=None, checkpoint=str(tmp_path / "full"))
+        inference.load_variables(other, workdir=None, checkpoint=str(tmp_path / "full"))

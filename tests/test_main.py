@@ -3,7 +3,8 @@
 import os
 import subprocess
 import sys
-import time
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,19 +25,19 @@ def test_dry_run_prints_heads_and_official_parameter_count():
     assert "parameters: 191284008" in lines  # the official Hourglass-104 ctdet count
 
 
-def test_missing_coco_stops_fast_with_instructions(tmp_path):
-    start = time.time()
+def test_missing_coco_stops_first_with_instructions(tmp_path):
+    # How long it takes is `python -m centernet_jax.bench --what=startup` (missing_dataset).
     result = _main("--config=configs/hourglass.py", f"--workdir={tmp_path / 'w'}",
                    f"--config.dataset.data_dir={tmp_path / 'tfds'}",
                    env={"TFDS_DATA_DIR": str(tmp_path / "nothing")})
-    elapsed = time.time() - start
     assert result.returncode != 0
     message = result.stderr
     assert "coco/2017" in message
     assert "tfds build coco/2017 --file_format=array_record" in message
     assert str(tmp_path / "tfds") in message  # says where it looked
     assert "Traceback" not in message
-    assert elapsed < 60, f"took {elapsed:.1f} s"  # dominated by importing TF and JAX
+    # It stops before any model work: nothing built, nothing written.
+    assert "parameters" not in message and not (tmp_path / "w").exists()
 
 
 def test_bad_config_variant_is_reported():
@@ -86,6 +87,7 @@ def write_coco_folder(root, num_images, seed, *, corrupt=(), nan_box=()):
     return path, root / "images"
 
 
+@pytest.mark.slow
 def test_trains_on_a_coco_format_folder(tmp_path):
     import json
 
@@ -111,6 +113,7 @@ def test_trains_on_a_coco_format_folder(tmp_path):
     assert recorded["class_names"][0] == "ellipse"
     metrics = json.loads((workdir / "final_metrics.json").read_text())
     assert 0.0 <= metrics["AP"] <= 1.0 and metrics["unreadable_images"] == 0
+    assert f"COCO bbox: AP {metrics['AP']:.3f}, AP50 " in result.stdout  # the task's summary
     detections = json.loads(next(workdir.glob("results_step_*.json")).read_text())
     assert {d["category_id"] for d in detections} <= {10, 20, 30, 40, 50}
     # The corrupt JPEG and the NaN box were skipped, counted and reported; training went on.

@@ -18,9 +18,8 @@ import numpy as np
 import optax
 import pytest
 
-from centernet_jax import inference, losses, tasks, train, train_state
+from centernet_jax import assembly, inference, losses, train, train_state
 from centernet_jax.benchmarks.models import random_train_batch
-from centernet_jax.models import detector
 from configs import hourglass, resnet18
 
 CONFIGS = {"hourglass": hourglass, "resnet18_dcn": resnet18}
@@ -54,23 +53,21 @@ def _float_leaf_dtypes(tree) -> set[str]:
             if jnp.issubdtype(leaf.dtype, jnp.floating)}
 
 
-def _setup(name: str, dtype: str):
+def _setup(name: str, dtype: str) -> assembly.Assembly:
     config = CONFIGS[name].get_config("smoke")
     config.model.dtype = dtype
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
     # Many steps per epoch: no learning-rate drop within the few steps run here.
-    tx = train_state.make_optimizer(config, steps_per_epoch=1000)
-    return config, task, model, tx
+    return assembly.assemble(config, steps_per_epoch=1000)
 
 
 class Run:
     """``STEPS`` jitted train steps of one config and dtype on one fixed batch."""
 
     def __init__(self, name: str, dtype: str, initial_state, batch):
-        self.config, self.task, self.model, tx = _setup(name, dtype)
-        step = jax.jit(train.make_train_step(self.model, self.task, tx,
-                                             train.output_hw(self.config)))
+        parts = _setup(name, dtype)
+        self.config, self.task, self.model = parts.config, parts.task, parts.model
+        step = jax.jit(train.make_train_step(self.model, self.task, parts.tx,
+                                             parts.output_hw()))
         self.jaxpr = jax.make_jaxpr(step)(initial_state, batch).jaxpr
         state, self.metrics = initial_state, []
         for _ in range(STEPS):
@@ -85,23 +82,19 @@ def runs(request):
     """(name, {dtype: Run}) from one float32-initialised state (the init does not depend
     on the computation dtype: parameters are created in float32 either way)."""
     name = request.param
-    config, _, model, tx = _setup(name, "float32")
-    init = functools.partial(train_state.create_train_state, model=model, tx=tx,
-                             input_hw=tuple(config.input.input_hw))
-    state = jax.jit(init)(train_state.init_rng(0))
-    batch = jax.device_put(random_train_batch(config, BATCH, seed=1))
+    parts = _setup(name, "float32")
+    state = jax.jit(parts.init)(train_state.init_rng(0))
+    batch = jax.device_put(random_train_batch(parts.config, BATCH, seed=1))
     return name, {dtype: Run(name, dtype, state, batch) for dtype in ("float32", "bfloat16")}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_bf16_model_creates_float32_variables(name):
-    config, _, model, tx = _setup(name, "bfloat16")
-    abstract = train_state.abstract_train_state(config, model)
+    abstract = _setup(name, "bfloat16").abstract_state()
     assert _float_leaf_dtypes(abstract.params) == {"float32"}
     assert _float_leaf_dtypes(abstract.batch_stats) == {"float32"}
     assert _float_leaf_dtypes(abstract.opt_state) == {"float32"}
-    f32_config, _, f32_model, _ = _setup(name, "float32")
-    f32_abstract = train_state.abstract_train_state(f32_config, f32_model)
+    f32_abstract = _setup(name, "float32").abstract_state()
     # Same tree, shapes and dtypes as the float32 model: checkpoints are interchangeable.
     assert jax.tree.structure(abstract) == jax.tree.structure(f32_abstract)
     assert jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype,
@@ -109,6 +102,7 @@ def test_bf16_model_creates_float32_variables(name):
         jax.tree.leaves(abstract))
 
 
+@pytest.mark.slow
 def test_bf16_train_step_convolves_in_bf16(runs):
     name, by_dtype = runs
     bf16_convs = _input_dtypes(by_dtype["bfloat16"].jaxpr, "conv_general_dilated")
@@ -123,6 +117,7 @@ def test_bf16_train_step_convolves_in_bf16(runs):
         assert "bfloat16" in operands, (name, operands)
 
 
+@pytest.mark.slow
 def test_bf16_losses_and_batch_statistics_reduce_in_float32(runs):
     name, by_dtype = runs
     jaxpr = by_dtype["bfloat16"].jaxpr
@@ -132,6 +127,7 @@ def test_bf16_losses_and_batch_statistics_reduce_in_float32(runs):
         assert found and set(found) == {("float32",)}, (name, primitive, found)
 
 
+@pytest.mark.slow
 def test_bf16_train_state_stays_float32(runs):
     name, by_dtype = runs
     state = by_dtype["bfloat16"].state
@@ -151,6 +147,7 @@ def test_bf16_train_state_stays_float32(runs):
     assert sum(moved) > len(moved) // 2
 
 
+@pytest.mark.slow
 def test_bf16_loss_parts_are_finite_float32_scalars(runs):
     name, by_dtype = runs
     for metrics in by_dtype["bfloat16"].metrics:
@@ -160,6 +157,7 @@ def test_bf16_loss_parts_are_finite_float32_scalars(runs):
             assert np.isfinite(value), (name, part)
 
 
+@pytest.mark.slow
 def test_bf16_first_loss_matches_float32_and_bf16_trains(runs):
     name, by_dtype = runs
     f32, bf16 = by_dtype["float32"], by_dtype["bfloat16"]
@@ -176,6 +174,7 @@ def test_bf16_first_loss_matches_float32_and_bf16_trains(runs):
     assert bf16.losses[-1] < 1.5 * f32.losses[-1], (name, f32.losses, bf16.losses)
 
 
+@pytest.mark.slow
 def test_bf16_head_outputs_are_float32_and_differ_from_float32(runs):
     name, by_dtype = runs
     images = random_train_batch(by_dtype["float32"].config, 2, seed=3)["image"]
@@ -193,6 +192,7 @@ def test_bf16_head_outputs_are_float32_and_differ_from_float32(runs):
             assert 0 < difference < 0.1 * scale, (name, head, difference, scale)
 
 
+@pytest.mark.slow
 def test_bf16_detections_are_float32(runs):
     name, by_dtype = runs
     run = by_dtype["bfloat16"]

@@ -8,7 +8,7 @@ import pytest
 
 from centernet_jax.data import pipeline
 from centernet_jax.data.shapes import ShapesSource
-from centernet_jax.data.transforms import EvalTransform, TrainTransform
+from tests.conftest import eval_transform, train_transform
 
 
 def _small_source(split="train", num_examples=12):
@@ -33,7 +33,7 @@ def _assert_batches_equal(first, second):
 
 def test_train_batches_shapes_and_determinism():
     source = _small_source()
-    transform = TrainTransform(input_hw=(32, 32), max_objects=4, border=8)
+    transform = train_transform(input_hw=(32, 32), max_objects=4, border=8)
     iterator = pipeline.make_train_iterator(source, transform, batch_size=3, seed=7)
     batch = next(iterator)
     assert batch["image"].shape == (3, 32, 32, 3) and batch["image"].dtype == np.float32
@@ -47,7 +47,7 @@ def test_train_batches_shapes_and_determinism():
 
 def test_resume_from_state_gives_the_same_next_batches():
     source = _small_source()
-    transform = TrainTransform(input_hw=(32, 32), max_objects=4, border=8)
+    transform = train_transform(input_hw=(32, 32), max_objects=4, border=8)
     iterator = pipeline.make_train_iterator(source, transform, batch_size=2, seed=3)
     for _ in range(5):  # cross an epoch boundary (12 examples = 6 batches) below
         next(iterator)
@@ -63,7 +63,7 @@ def test_resume_from_state_gives_the_same_next_batches():
 def test_resume_through_orbax_checkpoint(tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
     source = _small_source()
-    transform = TrainTransform(input_hw=(32, 32), max_objects=4, border=8)
+    transform = train_transform(input_hw=(32, 32), max_objects=4, border=8)
     iterator = pipeline.make_train_iterator(source, transform, batch_size=2, seed=3)
     next(iterator)
     manager = ocp.CheckpointManager(tmp_path)
@@ -129,7 +129,7 @@ def test_eval_shard_indices_by_hand():
 @pytest.mark.parametrize("num_examples, batch_size", [(11, 4), (3, 2)])
 def test_eval_stream_sharded_over_two_processes(num_examples, batch_size):
     source = _small_source("val", num_examples=num_examples)
-    transform = EvalTransform(input_hw=(32, 32), max_objects=4)
+    transform = eval_transform(input_hw=(32, 32), max_objects=4)
     streams = [list(pipeline.make_eval_batches(source, transform, batch_size=batch_size,
                                                shard_index=p, shard_count=2))
                for p in range(2)]
@@ -151,19 +151,19 @@ def test_eval_stream_sharded_over_two_processes(num_examples, batch_size):
 
 def test_eval_stream_single_process_and_empty_source():
     source = _small_source("val", num_examples=5)
-    batches = list(pipeline.make_eval_batches(source, EvalTransform(input_hw=(32, 32)),
+    batches = list(pipeline.make_eval_batches(source, eval_transform(input_hw=(32, 32)),
                                               batch_size=2))
     assert [b["valid"].tolist() for b in batches] == [[True, True], [True, True], [True, False]]
-    assert list(pipeline.make_eval_batches(_small_source("val", 0), EvalTransform(),
+    assert list(pipeline.make_eval_batches(_small_source("val", 0), eval_transform(),
                                            batch_size=2)) == []
 
 
 def test_bad_arguments():
     source = _small_source()
     with pytest.raises(ValueError, match="shard"):
-        pipeline.make_train_iterator(source, TrainTransform(), batch_size=2, seed=0,
+        pipeline.make_train_iterator(source, train_transform(), batch_size=2, seed=0,
                                      shard_index=1, shard_count=1)
     with pytest.raises(ValueError, match="batch_size"):
-        pipeline.make_train_iterator(source, TrainTransform(), batch_size=0, seed=0)
+        pipeline.make_train_iterator(source, train_transform(), batch_size=0, seed=0)
     with pytest.raises(ValueError, match="shard"):
-        pipeline.make_eval_batches(source, EvalTransform(), batch_size=2, shard_count=0)
+        pipeline.make_eval_batches(source, eval_transform(), batch_size=2, shard_count=0)

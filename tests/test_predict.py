@@ -11,9 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from centernet_jax import inference, predict, tasks
+from centernet_jax import assembly, inference, predict
 from centernet_jax.data import shapes
-from centernet_jax.models import detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Readable test images: name -> (height, width) of the original.
@@ -169,10 +168,10 @@ def test_pictures_are_the_original_images_with_boxes(image_dir, plain_run):
 def test_detections_equal_the_live_model(trained_smoke, image_dir, plain_run):
     config, workdir = trained_smoke
     _, output = plain_run
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    variables = inference.load_variables(config, model, workdir=workdir).variables
-    transform = inference.make_eval_transform(config)
+    parts = assembly.assemble(config)
+    task, model = parts.task, parts.model
+    variables = inference.load_variables(parts, workdir=workdir).variables
+    transform = inference.make_eval_transform(parts)
     element = transform.map({"image": cv2.imread(str(image_dir / "b.jpg")),
                              "boxes": np.zeros((0, 4)), "classes": np.zeros((0,), np.int32)})
     detect = jax.jit(inference.make_detect_fn(model, task, top_k=config.eval.top_k))

@@ -8,9 +8,9 @@ import pytest
 
 from centernet_jax import prepare
 from centernet_jax.data import pipeline, sources
-from centernet_jax.data.transforms import EvalTransform, TrainTransform
 from configs import common
 from test_kitti import write_raw_tree  # the tiny raw KITTI tree of the KITTI tests
+from tests.conftest import eval_transform, train_transform
 
 
 def test_cli_needs_one_known_dataset():
@@ -39,9 +39,9 @@ def test_prepared_kitti_feeds_the_ddd_pipeline(tmp_path):
     config.dataset.data_dir = str(tmp_path / "tfds")
     common.kitti_input(config)
     train = sources.make_source(config.dataset, "train")
-    transform = TrainTransform(input_hw=(32, 96), max_objects=config.dataset.max_objects,
-                               crop_mode=config.input.crop_mode, flip_prob=0.0,
-                               color_aug=False, mean=config.input.mean, std=config.input.std)
+    transform = train_transform(input_hw=(32, 96), max_objects=config.dataset.max_objects,
+                       crop_mode=config.input.crop_mode, flip_prob=0.0,
+                       color_aug=False, mean=config.input.mean, std=config.input.std)
     batch = next(pipeline.make_train_iterator(train, transform, batch_size=2, seed=0))
     assert batch["image"].shape == (2, 32, 96, 3) and batch["calib"].shape == (2, 3, 4)
     for name, trailing in (("location", (3,)), ("dimensions", (3,)), ("rotation_y", ()),
@@ -51,5 +51,5 @@ def test_prepared_kitti_feeds_the_ddd_pipeline(tmp_path):
     classes = batch["classes"][batch["mask"]]
     assert classes.min() >= -3 and classes.max() <= 2  # ignore codes kept for the renderer
     val = sources.make_source(config.dataset, "validation")
-    evaluation = EvalTransform(input_hw=(32, 96), max_objects=50).map(val[0])
+    evaluation = eval_transform(input_hw=(32, 96), max_objects=50).map(val[0])
     np.testing.assert_allclose(evaluation["calib"], val.source[0]["calib"])

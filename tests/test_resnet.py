@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 
 from centernet_jax.models import detector, resnet
+from centernet_jax.models.heads import HeadSpec
 from centernet_jax.models.resnet import ConvTranspose2d, ResNet
 from configs import resnet18, resnet101
 from tests.numpy_layers import np_bn, np_conv, np_relu
 from tests.conftest import build_setup, random_batch
 
 PARITY_FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "parity"
-COCO_HEADS = {"hm": 80, "wh": 2, "reg": 2}
+COCO_HEADS = {"hm": HeadSpec(80, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)}
 
 
 def _model_config(**resnet_fields):
@@ -292,7 +293,7 @@ def test_resdcn_upsampler_init_has_the_official_bilinear_channel():
 def test_train_mode_updates_batch_stats(deformable):
     model = detector.build_model(
         _model_config(depth=18, deformable=deformable, base_width=4, deconv_widths=(8, 8, 8)),
-        {"hm": 3, "wh": 2, "reg": 2})
+        {"hm": HeadSpec(3, init="heatmap"), "wh": HeadSpec(2), "reg": HeadSpec(2)})
     images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
     variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32),
                              _randomise(_abstract_variables(model, hw=(64, 64)), seed=0))
@@ -312,7 +313,8 @@ def test_smoke_config_trains_one_step():
 
     config, model, task, tx, init_fn = build_setup(resnet18.get_config("smoke"))
     state = jax.jit(init_fn)(train_state.init_rng(0))
-    step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)))
+    output_hw = task.output_hw(config.input.input_hw, config.input.down_ratio)
+    step = jax.jit(train.make_train_step(model, task, tx, output_hw))
     new_state, metrics = step(state, random_batch(config))
     assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) > 0
     assert int(new_state.step) == 1
@@ -330,8 +332,9 @@ def test_smoke_config_trains_one_step():
 def test_config_variants_build_a_stride_4_model(module, variant):
     config = module.get_config(variant)
     assert config.model.backbone == "resnet" and "hourglass" not in config.model
-    model = detector.build_model(config.model, {"hm": config.dataset.num_classes, "wh": 2,
-                                                "reg": 2})
+    model = detector.build_model(config.model, {
+        "hm": HeadSpec(config.dataset.num_classes, init="heatmap"), "wh": HeadSpec(2),
+        "reg": HeadSpec(2)})
     hw = tuple(config.input.input_hw)
     assert hw[0] % 32 == 0 and hw[1] % 32 == 0
     if variant in ("demo", "demo_nodcn", "smoke"):  # full-size models are checked above

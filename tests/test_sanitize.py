@@ -7,7 +7,7 @@ import pytest
 
 from centernet_jax import targets
 from centernet_jax.data import pipeline, sanitize
-from centernet_jax.data.transforms import EvalTransform, TrainTransform
+from tests.conftest import eval_transform, train_transform
 
 
 class _ListSource:
@@ -111,7 +111,7 @@ def test_a_broken_dataset_stops_with_a_clear_error():
 def test_train_stream_carries_the_counters():
     source = sanitize.RobustSource(_ListSource(num_examples=8, broken={5},
                                                boxes=[[1, 1, 9, 9], [np.nan, 0, 1, 1]]))
-    transform = TrainTransform(input_hw=(32, 32), max_objects=4, border=8)
+    transform = train_transform(input_hw=(32, 32), max_objects=4, border=8)
     iterator = pipeline.make_train_iterator(source, transform, batch_size=8, seed=0)
     batch = next(iterator)  # one epoch, shuffled: example 5 was replaced by 6 once
     assert batch["num_unreadable"].sum() == 1 and batch["num_invalid"].sum() == 8
@@ -120,7 +120,7 @@ def test_train_stream_carries_the_counters():
 
 def test_eval_stream_marks_unreadable_examples_invalid_and_scores_the_rest_once():
     source = sanitize.RobustSource(_ListSource(num_examples=7, broken={3}))
-    transform = EvalTransform(input_hw=(32, 32), max_objects=2)
+    transform = eval_transform(input_hw=(32, 32), max_objects=2)
     seen, unreadable = [], 0
     for shard in range(2):
         for batch in pipeline.make_eval_batches(source, transform, batch_size=3,
@@ -137,9 +137,9 @@ def test_degenerate_and_outside_boxes_follow_the_official_semantics():
     boxes = [[4, 4, 20, 20], [10, 10, 10, 18], [40, 40, 60, 60], [-8, 8, 8, 24]]
     element = _ListSource(boxes=boxes)[0]
     element["classes"] = np.zeros((4,), np.int32)
-    out = EvalTransform(input_hw=(32, 32), max_objects=4).map(element)
+    out = eval_transform(input_hw=(32, 32), max_objects=4).map(element)
     assert out["mask"].all() and out["num_invalid"] == 0  # nothing removed on the host
-    rendered = targets.ctdet_targets(out["boxes"][None], out["classes"][None],
-                                     out["mask"][None], num_classes=1, output_hw=(8, 8))
+    rendered = targets.box_targets(out["boxes"][None], out["classes"][None],
+                                   out["mask"][None], num_classes=1, output_hw=(8, 8))
     assert np.asarray(rendered["mask"])[0].tolist() == [True, False, False, True]
     np.testing.assert_allclose(np.asarray(rendered["size"])[0, 3], [2, 4])  # clipped at x=0

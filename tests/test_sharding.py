@@ -17,7 +17,8 @@ def _run_steps(mesh, setup, batches, min_fsdp_size):
     state_sh = sharding.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size)
     batch_sh = sharding.batch_sharding(mesh)
     state = jax.jit(init_fn, out_shardings=state_sh)(train_state.init_rng(0))
-    step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)),
+    output_hw = task.output_hw(config.input.input_hw, config.input.down_ratio)
+    step = jax.jit(train.make_train_step(model, task, tx, output_hw),
                    in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
     losses = []
@@ -27,6 +28,7 @@ def _run_steps(mesh, setup, batches, min_fsdp_size):
     return state, losses
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(smoke_setup):
     assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
     config = smoke_setup[0]

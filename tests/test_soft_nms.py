@@ -1,4 +1,4 @@
-"""Soft-NMS and the multi-scale merge (spec §5.5, §8 items 9-10), on hand-built detections."""
+"""Soft-NMS and the multi-scale merge (the official merge_outputs), on hand-built detections."""
 
 import math
 

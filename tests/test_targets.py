@@ -11,7 +11,7 @@ from centernet_jax import targets
 from centernet_jax.targets import (
     RADIUS_FUNCTIONS,
     box_geometry,
-    ctdet_targets,
+    box_targets,
     draw_gaussians,
     gaussian_radius,
     gaussian_radius_corrected,
@@ -56,7 +56,7 @@ def ref_draw(channel_map, cx, cy, radius):
                 channel_map[y, x] = max(channel_map[y, x], np.float32(value))
 
 
-def ref_ctdet_targets(boxes, classes, mask, num_classes, output_hw):
+def ref_box_targets(boxes, classes, mask, num_classes, output_hw):
     height, width = output_hw
     batch, num_objects = classes.shape
     heatmap = np.zeros((batch, height, width, num_classes), np.float32)
@@ -207,7 +207,7 @@ HW = (16, 20)
 
 
 def single(box, cls=0, num_classes=2, output_hw=HW, **kwargs):
-    out = ctdet_targets(np.array([[box]], np.float32), np.array([[cls]], np.int32),
+    out = box_targets(np.array([[box]], np.float32), np.array([[cls]], np.int32),
                         np.array([[True]]), num_classes=num_classes, output_hw=output_hw, **kwargs)
     return jax.tree.map(np.asarray, out)
 
@@ -283,7 +283,7 @@ def test_overlapping_same_class_objects_take_the_elementwise_max():
     boxes = np.array([[[2.0, 2.0, 12.0, 12.0], [5.0, 4.0, 14.0, 11.0], [3.0, 3.0, 9.0, 13.0]]],
                      np.float32)
     classes = np.array([[1, 1, 0]], np.int32)
-    both = ctdet_targets(boxes, classes, np.ones((1, 3), bool), num_classes=2, output_hw=HW)
+    both = box_targets(boxes, classes, np.ones((1, 3), bool), num_classes=2, output_hw=HW)
     separate = [single(boxes[0, k], cls=int(classes[0, k]))["heatmap"] for k in range(3)]
     np.testing.assert_array_equal(np.asarray(both["heatmap"]), np.maximum.reduce(separate))
     summed = separate[0] + separate[1]
@@ -292,7 +292,7 @@ def test_overlapping_same_class_objects_take_the_elementwise_max():
 
 def test_same_class_same_integer_centre_share_the_peak():
     boxes = np.array([[[4.0, 4.0, 10.0, 10.0], [6.2, 6.2, 8.4, 8.4]]], np.float32)
-    out = jax.tree.map(np.asarray, ctdet_targets(boxes, np.array([[0, 0]]), np.ones((1, 2), bool),
+    out = jax.tree.map(np.asarray, box_targets(boxes, np.array([[0, 0]]), np.ones((1, 2), bool),
                                                  num_classes=1, output_hw=HW))
     assert out["index"][0, 0] == out["index"][0, 1] == 7 * 20 + 7
     assert out["mask"].all()
@@ -312,7 +312,7 @@ def test_degenerate_and_masked_slots_are_zero_and_slots_are_not_compacted():
                      np.float32)
     classes = np.array([[0, 1, 1, 0, 0, 1, 2]], np.int32)
     mask = np.array([[True, True, True, False, True, True, True]])
-    out = jax.tree.map(np.asarray, ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=HW))
+    out = jax.tree.map(np.asarray, box_targets(boxes, classes, mask, num_classes=2, output_hw=HW))
     np.testing.assert_array_equal(out["mask"][0], [True, False, True, False, True, False, False])
     for k in (1, 3, 5, 6):
         assert out["index"][0, k] == 0
@@ -351,8 +351,8 @@ def test_random_cases_match_reference(seed, output_hw):
     mask = rng.uniform(size=(batch, num_objects)) < 0.8
     # Duplicate some objects so same-class, same-centre peaks occur.
     boxes[:, 3], classes[:, 3] = boxes[:, 2] + 0.1, classes[:, 2]
-    got = ctdet_targets(boxes, classes, mask, num_classes=num_classes, output_hw=output_hw)
-    want = ref_ctdet_targets(boxes, classes, mask, num_classes, output_hw)
+    got = box_targets(boxes, classes, mask, num_classes=num_classes, output_hw=output_hw)
+    want = ref_box_targets(boxes, classes, mask, num_classes, output_hw)
     assert got["heatmap"].dtype == jnp.float32 and got["index"].dtype == jnp.int32
     assert got["size"].dtype == jnp.float32 and got["offset"].dtype == jnp.float32
     assert got["mask"].dtype == jnp.bool_
@@ -365,14 +365,14 @@ def test_works_inside_jit_and_vmap():
     boxes = random_boxes(rng, 2, 6, HW)
     classes = rng.integers(0, 2, (2, 6)).astype(np.int32)
     mask = np.ones((2, 6), bool)
-    direct = ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=HW)
+    direct = box_targets(boxes, classes, mask, num_classes=2, output_hw=HW)
 
     @jax.jit
     def jitted(b, c, m):
-        return ctdet_targets(b, c, m, num_classes=2, output_hw=HW)
+        return box_targets(b, c, m, num_classes=2, output_hw=HW)
 
     # vmap over a leading axis of batches of size 1.
-    per_image = jax.vmap(lambda b, c, m: ctdet_targets(b[None], c[None], m[None], num_classes=2,
+    per_image = jax.vmap(lambda b, c, m: box_targets(b[None], c[None], m[None], num_classes=2,
                                                        output_hw=HW))(boxes, classes, mask)
     for key in direct:
         np.testing.assert_array_equal(np.asarray(jitted(boxes, classes, mask)[key]), direct[key])
@@ -427,7 +427,7 @@ def test_renderer_memory_scales_with_the_window_not_the_grid():
     max_radius = max_gaussian_radius(output_hw)
     window = (2 * max_radius + 1) ** 2
     assert window * 3 < output_hw[0] * output_hw[1]
-    closed = jax.make_jaxpr(lambda b, c, m: ctdet_targets(
+    closed = jax.make_jaxpr(lambda b, c, m: box_targets(
         b, c, m, num_classes=num_classes, output_hw=output_hw))(
         jnp.zeros((batch, num_objects, 4)), jnp.zeros((batch, num_objects), jnp.int32),
         jnp.zeros((batch, num_objects), bool))
@@ -451,7 +451,7 @@ def test_renderer_memory_scales_with_the_window_not_the_grid():
 ])
 def test_shape_errors(boxes_shape, classes_shape, mask_shape, message):
     with pytest.raises(ValueError, match=message):
-        ctdet_targets(np.zeros(boxes_shape, np.float32), np.zeros(classes_shape, np.int32),
+        box_targets(np.zeros(boxes_shape, np.float32), np.zeros(classes_shape, np.int32),
                       np.zeros(mask_shape, bool), num_classes=2, output_hw=HW)
 
 
@@ -459,21 +459,21 @@ def test_dtype_and_option_errors():
     boxes = np.zeros((1, 2, 4), np.float32)
     classes, mask = np.zeros((1, 2), np.int32), np.ones((1, 2), bool)
     with pytest.raises(ValueError, match="classes must have an integer dtype"):
-        ctdet_targets(boxes, classes.astype(np.float32), mask, num_classes=2, output_hw=HW)
+        box_targets(boxes, classes.astype(np.float32), mask, num_classes=2, output_hw=HW)
     with pytest.raises(ValueError, match="boxes must have a float dtype"):
-        ctdet_targets(boxes.astype(np.int32), classes, mask, num_classes=2, output_hw=HW)
+        box_targets(boxes.astype(np.int32), classes, mask, num_classes=2, output_hw=HW)
     with pytest.raises(ValueError, match="mask must be bool"):
-        ctdet_targets(boxes, classes, mask.astype(np.float32), num_classes=2, output_hw=HW)
+        box_targets(boxes, classes, mask.astype(np.float32), num_classes=2, output_hw=HW)
     with pytest.raises(ValueError, match="radius must be one of"):
-        ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=HW, radius="fixed")
+        box_targets(boxes, classes, mask, num_classes=2, output_hw=HW, radius="fixed")
     with pytest.raises(ValueError, match="output_hw"):
-        ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=(16,))
+        box_targets(boxes, classes, mask, num_classes=2, output_hw=(16,))
     with pytest.raises(ValueError, match="num_classes"):
-        ctdet_targets(boxes, classes, mask, num_classes=0, output_hw=HW)
+        box_targets(boxes, classes, mask, num_classes=0, output_hw=HW)
     with pytest.raises(ValueError, match="min_overlap"):
-        ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=HW, min_overlap=1.5)
+        box_targets(boxes, classes, mask, num_classes=2, output_hw=HW, min_overlap=1.5)
     # A list output_hw is accepted (converted to a hashable tuple).
-    out = ctdet_targets(boxes, classes, mask, num_classes=2, output_hw=[16, 20])
+    out = box_targets(boxes, classes, mask, num_classes=2, output_hw=[16, 20])
     assert out["heatmap"].shape == (1, 16, 20, 2)
 
 

@@ -109,8 +109,9 @@ class _FakeTensor:
 def test_default_with_torch_uses_weights_only_load(monkeypatch):
     calls = []
 
-    def fake_load(path, map_location=None, weights_only=False):
-        calls.append((os.path.basename(path), map_location, weights_only))
+    def fake_load(file, map_location=None, weights_only=False):
+        # An open file (so that bucket paths load too), named after the checkpoint.
+        calls.append((os.path.basename(file.name), map_location, weights_only))
         return {"epoch": 2, "state_dict": collections.OrderedDict(
             [("module.a.weight", _FakeTensor(np.ones((2, 3), np.float32))),
              ("module.a.num_batches_tracked", _FakeTensor(np.array(5, np.int64)))])}

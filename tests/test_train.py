@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,12 +19,32 @@ from tests.conftest import build_setup
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# What `configs/hourglass.py:quick` reaches (deterministic on CPU: AP 0.107, AP50 0.279,
+# the loss falling from 2.76 to 1.80 between the first and last 50 steps); the floors sit
+# well below, so only a model that does not learn fails them.
+QUICK_AP_FLOOR, QUICK_AP50_FLOOR, QUICK_LOSS_RATIO = 0.04, 0.12, 0.8
+
+
+def _logged(workdir, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar the run wrote to its TensorBoard log, by step."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+    values = []
+    for path in sorted(Path(workdir).glob("events.out.tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            values += [(event.step, float(tf.make_ndarray(v.tensor)))
+                       for v in event.summary.value if v.tag == tag]
+    return sorted(values)
+
+
 def test_smoke_train_and_evaluate(tmp_path):
     config = hourglass.get_config("smoke")
     workdir = str(tmp_path / "run")
     metrics = train.train_and_evaluate(config, workdir)
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics)
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+    losses = [loss for _, loss in _logged(workdir, "train/loss")]
+    assert len(losses) == 8 and losses[-1] < losses[0]  # logged every 2 of 16 steps
     files = os.listdir(workdir)
     assert "config.json" in files and "final_metrics.json" in files
     assert any(f.startswith("events.out.tfevents") for f in files)
@@ -38,6 +59,21 @@ def test_smoke_train_and_evaluate(tmp_path):
     # A rerun of a finished run resumes at the end and only re-evaluates.
     again = train.train_and_evaluate(config, workdir)
     assert again["AP"] == pytest.approx(metrics["AP"])
+
+
+@pytest.mark.slow
+def test_a_short_run_learns(tmp_path):
+    # On one CPU device, as on a laptop (the tests' 8 fake devices would triple its time).
+    command = [sys.executable, "-m", "centernet_jax.main", "--config=configs/hourglass.py:quick",
+               f"--workdir={tmp_path}"]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "XLA_FLAGS": ""},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "final_metrics.json").read_text())
+    losses = [loss for _, loss in _logged(tmp_path, "train/loss")]
+    assert len(losses) == 6  # steps 50, 100, ..., 300
+    assert losses[-1] < QUICK_LOSS_RATIO * losses[0], losses
+    assert metrics["AP"] > QUICK_AP_FLOOR and metrics["AP50"] > QUICK_AP50_FLOOR, metrics
 
 
 def _final_params(workdir, config):
@@ -146,6 +182,7 @@ def test_planted_nan_is_skipped_when_configured(tmp_path, monkeypatch, caplog):
     assert step == 8 and _all_finite(params)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_continues_as_if_uninterrupted(tmp_path, monkeypatch):
     config = _fast_smoke()
     config.train.checkpoint_every_steps = 100  # only the preemption saves mid-run

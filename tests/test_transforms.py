@@ -9,8 +9,9 @@ import pytest
 
 from centernet_jax import affine
 from centernet_jax.data import transforms
-from centernet_jax.data.transforms import (COCO_MEAN_BGR, COCO_STD_BGR, EvalTransform,
-                                           TrainTransform)
+from centernet_jax.data.transforms import EvalTransform
+from configs.common import COCO_MEAN_BGR, COCO_STD_BGR
+from tests.conftest import eval_transform, train_transform
 
 PLAIN = dict(color_aug=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -58,7 +59,7 @@ def test_random_crop_known_box_with_fixed_rng(want_flip):
     # 150 (w) x 100 (h): borders 64 (x) and 32 (y); input 64x64, output 16x16.
     boxes = np.array([[10, 20, 60, 70], [100, 5, 149, 99]], dtype=np.float32)
     element = _element(100, 150, boxes)
-    transform = TrainTransform(input_hw=(64, 64), max_objects=4, **PLAIN)
+    transform = train_transform(input_hw=(64, 64), max_objects=4, **PLAIN)
 
     def replay(seed):
         """The transform's draws in order: scale choice, centre x, centre y, flip."""
@@ -87,8 +88,8 @@ def test_random_crop_known_box_with_fixed_rng(want_flip):
 def test_shift_scale_known_box_with_fixed_rng():
     boxes = np.array([[30, 40, 90, 80]], dtype=np.float32)
     element = _element(100, 150, boxes)
-    transform = TrainTransform(input_hw=(32, 64), max_objects=2, crop_mode="shift_scale",
-                               flip_prob=0.0, **PLAIN)
+    transform = train_transform(input_hw=(32, 64), max_objects=2, crop_mode="shift_scale",
+                       flip_prob=0.0, **PLAIN)
     replay = np.random.default_rng(11)
     dx, dy, ds = replay.standard_normal(3)
     center = np.array([75 + 150 * np.clip(dx * 0.1, -0.2, 0.2),
@@ -103,8 +104,8 @@ def test_shift_scale_known_box_with_fixed_rng():
 def test_flip_boxes_w_minus_x_minus_1_by_hand():
     # 65x65 with border 32 pins the crop centre to (32, 32); the flip keeps c_x = 65 - 32 - 1.
     element = _element(65, 65, [[10, 20, 30, 40]])
-    transform = TrainTransform(input_hw=(64, 64), max_objects=1, border=32,
-                               scale_choices=(1.0,), flip_prob=1.0, **PLAIN)
+    transform = train_transform(input_hw=(64, 64), max_objects=1, border=32,
+                       scale_choices=(1.0,), flip_prob=1.0, **PLAIN)
     out = transform.random_map(element, np.random.default_rng(0))
     k = 16 / 65  # output factor
     flipped_box = np.array([65 - 30 - 1, 20, 65 - 10 - 1, 40])  # [34, 20, 54, 40]
@@ -119,40 +120,40 @@ def test_padding_mask_and_num_dropped():
     xy = rng.uniform(0, 80, size=(20, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(2, 20, size=(20, 2))], axis=1)
     element = _element(100, 100, boxes, classes=np.arange(20) % 5)
-    for transform in (EvalTransform(input_hw=(64, 64), max_objects=8),
-                      TrainTransform(input_hw=(64, 64), max_objects=8)):
+    for transform in (eval_transform(input_hw=(64, 64), max_objects=8),
+                      train_transform(input_hw=(64, 64), max_objects=8)):
         out = (transform.map(element) if isinstance(transform, EvalTransform)
                else transform.random_map(element, np.random.default_rng(0)))
         assert out["mask"].tolist() == [True] * 8
         assert out["num_dropped"] == 12 and out["num_dropped"].dtype == np.int32
         np.testing.assert_array_equal(out["classes"], np.arange(8) % 5)
-    out = EvalTransform(input_hw=(64, 64), max_objects=32).map(element)
+    out = eval_transform(input_hw=(64, 64), max_objects=32).map(element)
     assert out["mask"].sum() == 20 and out["num_dropped"] == 0
     np.testing.assert_array_equal(out["boxes"][20:], 0)
     np.testing.assert_array_equal(out["classes"][20:], 0)
     np.testing.assert_allclose(out["boxes"][:20],
                                _hand_boxes(boxes, (50, 50), 100, 16, 16), atol=1e-4)
-    empty = EvalTransform(input_hw=(64, 64), max_objects=4).map(_element(30, 40, np.zeros((0, 4))))
+    empty = eval_transform(input_hw=(64, 64), max_objects=4).map(_element(30, 40, np.zeros((0, 4))))
     assert empty["boxes"].shape == (4, 4) and not empty["mask"].any() and empty["num_dropped"] == 0
 
 
 def test_output_shapes_and_dtypes():
     element = _element(90, 120, [[1, 2, 50, 60]])
-    train = TrainTransform(input_hw=(64, 96), max_objects=5).random_map(
+    train = train_transform(input_hw=(64, 96), max_objects=5).random_map(
         element, np.random.default_rng(0))
     assert {k: (v.shape, v.dtype) for k, v in train.items()} == {
         "image": ((64, 96, 3), np.float32), "boxes": ((5, 4), np.float32),
         "classes": ((5,), np.int32), "mask": ((5,), np.bool_), "num_dropped": ((), np.int32),
         "num_invalid": ((), np.int32), "num_unreadable": ((), np.int32)}
-    evaluation = EvalTransform(input_hw=(64, 96), max_objects=5).map(element)
+    evaluation = eval_transform(input_hw=(64, 96), max_objects=5).map(element)
     assert {k: (v.shape, v.dtype) for k, v in evaluation.items()} == {
         "image": ((64, 96, 3), np.float32), "center": ((2,), np.float32),
         "scale": ((2,), np.float32), "image_id": ((), np.int64), "image_hw": ((2,), np.int32),
         "boxes": ((5, 4), np.float32), "classes": ((5,), np.int32), "mask": ((5,), np.bool_),
         "num_dropped": ((), np.int32), "num_invalid": ((), np.int32),
         "num_unreadable": ((), np.int32)}
-    assert isinstance(TrainTransform(), grain.transforms.RandomMap)
-    assert isinstance(EvalTransform(), grain.transforms.Map)
+    assert isinstance(train_transform(), grain.transforms.RandomMap)
+    assert isinstance(eval_transform(), grain.transforms.Map)
 
 
 def test_normalisation_with_official_bgr_mean_std():
@@ -160,14 +161,14 @@ def test_normalisation_with_official_bgr_mean_std():
     colour = np.array([10, 128, 250], dtype=np.uint8)
     element = {"image": np.broadcast_to(colour, (32, 32, 3)).copy(),
                "boxes": np.zeros((0, 4), np.float32), "classes": np.zeros((0,), np.int32)}
-    out = EvalTransform(input_hw=(32, 32), max_objects=1).map(element)
+    out = eval_transform(input_hw=(32, 32), max_objects=1).map(element)
     expected = (np.array([10, 128, 250]) / 255 - np.array(COCO_MEAN_BGR)) / np.array(COCO_STD_BGR)
     np.testing.assert_allclose(out["image"], np.broadcast_to(expected, (32, 32, 3)), atol=1e-5)
 
 
 def test_eval_fix_res_hand_worked_and_round_trip():
     boxes = np.array([[0, 0, 200, 100], [100, 50, 125, 100]], dtype=np.float32)
-    out = EvalTransform(input_hw=(128, 128), max_objects=3).map(_element(100, 200, boxes))
+    out = eval_transform(input_hw=(128, 128), max_objects=3).map(_element(100, 200, boxes))
     np.testing.assert_array_equal(out["center"], [100, 50])
     np.testing.assert_array_equal(out["scale"], [200, 200])
     np.testing.assert_array_equal(out["image_hw"], [100, 200])
@@ -178,7 +179,7 @@ def test_eval_fix_res_hand_worked_and_round_trip():
     np.testing.assert_allclose(back[0], boxes, atol=1e-4)
     # Letterbox: rows above y = 32 and below y = 96 of the 128x128 input are padding (zeros
     # before normalisation).
-    plain = EvalTransform(input_hw=(128, 128), max_objects=3, mean=(0, 0, 0), std=(1, 1, 1))
+    plain = eval_transform(input_hw=(128, 128), max_objects=3, mean=(0, 0, 0), std=(1, 1, 1))
     image = plain.map(_element(100, 200, boxes))["image"]
     assert np.all(image[:31] == 0) and np.all(image[97:] == 0) and image[40:90].mean() > 0.2
 
@@ -187,7 +188,7 @@ def test_eval_test_scale_hand_worked():
     """Multi-scale test: at scale 2 the window is half as wide, so objects appear twice as
     large on the same canvas, and boxes still map back to the original pixels."""
     boxes = np.array([[90, 40, 110, 60]], dtype=np.float32)  # 20 px wide, centred
-    zoomed = EvalTransform(input_hw=(128, 128), max_objects=2, test_scale=2.0)
+    zoomed = eval_transform(input_hw=(128, 128), max_objects=2, test_scale=2.0)
     out = zoomed.map(_element(100, 200, boxes))
     np.testing.assert_array_equal(out["center"], [100, 50])
     np.testing.assert_array_equal(out["scale"], [100, 100])  # max(h, w) / 2
@@ -197,10 +198,10 @@ def test_eval_test_scale_hand_worked():
     back = affine.boxes_to_image(out["boxes"][None, :1], out["center"][None],
                                  out["scale"][None], (32, 32))
     np.testing.assert_allclose(back[0], boxes, atol=1e-4)
-    halved = EvalTransform(input_hw=(128, 128), max_objects=2, test_scale=0.5)
+    halved = eval_transform(input_hw=(128, 128), max_objects=2, test_scale=0.5)
     np.testing.assert_array_equal(halved.map(_element(100, 200, boxes))["scale"], [400, 400])
     with pytest.raises(ValueError, match="test_scale"):
-        EvalTransform(input_hw=(128, 128), test_scale=0.0)
+        eval_transform(input_hw=(128, 128), test_scale=0.0)
 
 
 def _reference_color_aug(image, seed):
@@ -236,7 +237,7 @@ def test_color_augment_matches_reference():
 
 def test_train_transform_is_a_function_of_the_rng():
     element = _element(80, 120, [[5, 5, 60, 70], [50, 10, 110, 75]])
-    transform = TrainTransform(input_hw=(64, 64), max_objects=4)
+    transform = train_transform(input_hw=(64, 64), max_objects=4)
     transform = pickle.loads(pickle.dumps(transform))  # Grain workers receive a pickled copy
     a = transform.random_map(element, np.random.default_rng(5))
     b = transform.random_map(element, np.random.default_rng(5))
@@ -247,7 +248,7 @@ def test_train_transform_is_a_function_of_the_rng():
 
 
 def test_bad_inputs_raise_value_error():
-    transform = TrainTransform(input_hw=(64, 64))
+    transform = train_transform(input_hw=(64, 64))
     rng = np.random.default_rng(0)
     good = _element(40, 40, [[1, 1, 5, 5]])
     with pytest.raises(ValueError, match="uint8"):
@@ -259,21 +260,19 @@ def test_bad_inputs_raise_value_error():
     with pytest.raises(ValueError, match="disagree"):
         transform.random_map({**good, "classes": np.zeros((2,), np.int32)}, rng)
     with pytest.raises(ValueError, match="missing"):
-        EvalTransform().map({"image": good["image"]})
-    with pytest.raises(ValueError, match="divisible"):
-        TrainTransform(input_hw=(66, 64))
+        eval_transform().map({"image": good["image"]})
     with pytest.raises(ValueError, match="keep_res"):
-        EvalTransform(resize_mode="stretch")
+        eval_transform(resize_mode="stretch")
     with pytest.raises(ValueError, match="crop_mode"):
-        TrainTransform(crop_mode="center")
+        train_transform(crop_mode="center")
     with pytest.raises(ValueError, match="keep_res_pad"):
-        EvalTransform(keep_res_pad=32)
+        eval_transform(keep_res_pad=32)
     with pytest.raises(ValueError, match=r"keypoints must have shape \[n=1, K, 3\]"):
         transform.random_map({**good, "keypoints": np.zeros((2, 17, 3), np.float32)}, rng)
     with pytest.raises(ValueError, match=r"dimensions must have shape \(1, 3\)"):
         transform.random_map({**good, "dimensions": np.zeros((1, 2), np.float32)}, rng)
     with pytest.raises(ValueError, match="flipping 3D"):
-        TrainTransform(input_hw=(64, 64), flip_prob=1.0).random_map(
+        train_transform(input_hw=(64, 64), flip_prob=1.0).random_map(
             {**good, "location": np.zeros((1, 3), np.float32)}, rng)
 
 
@@ -288,8 +287,8 @@ def _keypoint_element():
 def test_keypoints_follow_the_box_affine_without_flip():
     # 65x65, border 32, scale 1: the window is centred at (32, 32), s = 65, output 16x16.
     element = _keypoint_element()
-    transform = TrainTransform(input_hw=(64, 64), max_objects=3, border=32, scale_choices=(1.0,),
-                               flip_prob=0.0, flip_pairs=((0, 1),), **PLAIN)
+    transform = train_transform(input_hw=(64, 64), max_objects=3, border=32, scale_choices=(1.0,),
+                       flip_prob=0.0, flip_pairs=((0, 1),), **PLAIN)
     out = transform.random_map(element, np.random.default_rng(0))
     k = 16 / 65
     expected = element["keypoints"].copy()
@@ -301,8 +300,8 @@ def test_keypoints_follow_the_box_affine_without_flip():
 
 def test_keypoints_flip_swaps_pairs_by_hand():
     element = _keypoint_element()
-    transform = TrainTransform(input_hw=(64, 64), max_objects=2, border=32, scale_choices=(1.0,),
-                               flip_prob=1.0, flip_pairs=((0, 1),), **PLAIN)
+    transform = train_transform(input_hw=(64, 64), max_objects=2, border=32, scale_choices=(1.0,),
+                       flip_prob=1.0, flip_pairs=((0, 1),), **PLAIN)
     out = transform.random_map(element, np.random.default_rng(0))
     k = 16 / 65
     # Mirrored x' = 65 - x - 1, then joints 0 and 1 trade places; the window centre stays 32.
@@ -332,7 +331,7 @@ def _kitti_element(height=40, width=120):
 
 def test_3d_fields_and_counters_pass_through_padded():
     element = _kitti_element()
-    out = EvalTransform(input_hw=(32, 96), max_objects=3).map(element)
+    out = eval_transform(input_hw=(32, 96), max_objects=3).map(element)
     np.testing.assert_array_equal(out["calib"], element["calib"])
     for name in ("alpha", "dimensions", "location", "rotation_y"):
         assert out[name].shape[0] == 3 and out[name].dtype == np.float32
@@ -344,8 +343,8 @@ def test_3d_fields_and_counters_pass_through_padded():
 
 def test_ddd_crop_mode_by_hand():
     element = _kitti_element()
-    transform = TrainTransform(input_hw=(32, 96), max_objects=2, crop_mode="ddd",
-                               flip_prob=0.0, ddd_aug_prob=0.5, shift=0.1, scale=0.4, **PLAIN)
+    transform = train_transform(input_hw=(32, 96), max_objects=2, crop_mode="ddd",
+                       flip_prob=0.0, ddd_aug_prob=0.5, shift=0.1, scale=0.4, **PLAIN)
     for seed in range(6):
         replay = np.random.default_rng(seed)
         augmented = replay.random() < 0.5
@@ -358,8 +357,8 @@ def test_ddd_crop_mode_by_hand():
         assert bool(out["augmented"]) == augmented
         np.testing.assert_allclose(
             out["boxes"], _hand_boxes(element["boxes"], center, scale, 24, 8), atol=1e-4)
-    never = TrainTransform(input_hw=(32, 96), crop_mode="ddd", ddd_aug_prob=0.0, flip_prob=0.0,
-                           **PLAIN).random_map(element, np.random.default_rng(0))
+    never = train_transform(input_hw=(32, 96), crop_mode="ddd", ddd_aug_prob=0.0, flip_prob=0.0,
+                   **PLAIN).random_map(element, np.random.default_rng(0))
     assert not never["augmented"]
 
 
@@ -372,9 +371,9 @@ def test_keep_res_places_pixels_where_the_official_canvas_does(height, width, pa
                              (0, 0), 3)
     element = {"image": image, "boxes": np.array([[3, 4, 20, 30]], np.float32),
                "classes": np.zeros((1,), np.int32)}
-    transform = EvalTransform(input_hw=(256, 256), max_objects=1, resize_mode="keep_res",
-                              keep_res_pad=pad, test_scale=test_scale, mean=(0.0, 0.0, 0.0),
-                              std=(1.0, 1.0, 1.0))
+    transform = eval_transform(input_hw=(256, 256), max_objects=1, resize_mode="keep_res",
+                      keep_res_pad=pad, test_scale=test_scale, mean=(0.0, 0.0, 0.0),
+                      std=(1.0, 1.0, 1.0))
     out = transform.map(element)
     # The official construction: resize, canvas (size | pad) + 1, centre (w // 2, h // 2).
     new_h, new_w = int(height * test_scale), int(width * test_scale)
@@ -399,4 +398,4 @@ def test_keep_res_places_pixels_where_the_official_canvas_does(height, width, pa
 def test_keep_res_too_large_an_image_says_what_to_raise():
     element = _element(100, 300, [[1, 1, 5, 5]])
     with pytest.raises(ValueError, match=r"needs a 128x320 canvas.*eval.input_hw"):
-        EvalTransform(input_hw=(256, 256), resize_mode="keep_res").map(element)
+        eval_transform(input_hw=(256, 256), resize_mode="keep_res").map(element)

@@ -7,25 +7,27 @@ Both pipelines read the same in-memory JPEGs (generated here, deterministically:
 smooth multi-scale noise plus filled shapes at the object boxes, quality 90, ~7 objects of
 COCO-like sizes each, 80 classes) and do, per example, in one thread:
 
+The task, class count and normalisation are those of ``config`` (default the COCO 2D
+detection recipe of ``configs/hourglass.py``: 80 classes).
+
 * ``device_targets`` (this project): ``cv2.imdecode`` -> ``TrainTransform`` (official
   defaults: random crop, flip, colour augmentation, normalisation to 512x512) -> batch
   (``np.stack`` per field, as Grain's ``batch`` does) of the fields the train step
-  receives (``train.TRAIN_FIELDS``: the image, the padded boxes / classes / mask and the
-  int32 bad-data counters). The heatmap and the regression targets are rendered inside
-  the jitted train step.
-* ``host_targets`` (the official loader's split): the same, plus the ctdet targets
-  rendered on the host one object at a time (``host_targets.render_ctdet_targets``:
-  hm [80, 128, 128] float32, wh / reg [128, 2], ind, reg_mask), and the batch holds the
-  image and every target array. This is a lower bound on the official loader's host
-  cost: the boxes go through the affine vectorised here (officially one Python call per
-  corner), and the official loader's unused zero arrays (dense_wh, cat_spec_wh / mask)
-  are not allocated.
+  receives (``train.train_fields``: the image, the task's padded fields and the int32
+  bad-data counters). The targets are rendered inside the jitted train step.
+* ``host_targets`` (the official loader's split): the same, plus the task's targets
+  rendered on the host one object at a time, as the official loader does
+  (``Task.reference.image_targets``; for 2D detection a [80, 128, 128] float32 heatmap,
+  sizes and offsets [128, 2], indices and a mask), and the batch holds the image and
+  every target array. This is a lower bound on the official loader's host cost: the boxes
+  go through the affine vectorised here (officially one Python call per corner), and the
+  official loader's unused zero arrays (dense_wh, cat_spec_wh / mask) are not allocated.
 
 Both use the same augmentation draws per example. Cost per example is process CPU time
 (``time.process_time``) with OpenCV held to one thread, split by stage (decode,
 transform, render, batch); ``cpu_over_wall`` ~ 1 confirms one busy core. The host -> device
 bytes per example are the bytes of the arrays each batch ships. Finally the device
-renderer (``targets.ctdet_targets``, jitted) is timed on one batch of the same boxes, after
+renderer (``Task.targets``, jitted) is timed on one batch of the same boxes, after
 checking that it equals the host renderer there, so the trade is visible: host CPU saved
 per example vs device time spent per example.
 
@@ -47,10 +49,8 @@ import cv2
 import jax
 import numpy as np
 
-from centernet_jax import targets as targets_lib
-from centernet_jax import train
-from centernet_jax.benchmarks import host_targets
-from centernet_jax.benchmarks.models import check_targets_agreement
+from centernet_jax import tasks, train
+from centernet_jax.benchmarks.models import load_config
 from centernet_jax.benchmarks.registry import register
 from centernet_jax.benchmarks.timing import median_seconds
 from centernet_jax.data.transforms import TrainTransform
@@ -71,10 +71,9 @@ class InputSettings:
     """What one run measures. ``images`` distinct JPEGs of ``image_hw`` are generated and
     each pipeline reads all of them ``rounds`` times, in batches of ``batch``."""
 
+    config: str = "configs/hourglass.py"  # its task, class count and normalisation
     image_hw: tuple[int, int] = (480, 640)
     input_hw: tuple[int, int] = (512, 512)
-    down_ratio: int = 4
-    num_classes: int = 80
     max_objects: int = 128
     images: int = 96
     batch: int = 16
@@ -82,9 +81,25 @@ class InputSettings:
     render_iters: int = 10
     seed: int = 0
 
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        return (self.input_hw[0] // self.down_ratio, self.input_hw[1] // self.down_ratio)
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What ``InputSettings.config`` contributes: the task and the transform's facts."""
+
+    task: Any
+    output_hw: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, settings: InputSettings) -> "_Setup":
+        config = load_config(settings.config)[1]
+        task = tasks.make_task(config)
+        if task.reference is None:
+            raise ValueError(f"the {task.name} task has no host reference to compare with")
+        return cls(task=task,
+                   output_hw=task.output_hw(settings.input_hw, config.input.down_ratio),
+                   mean=tuple(config.input.mean), std=tuple(config.input.std))
 
 
 # ~20 s on 2 CPU cores: ~4 s generating the JPEGs, ~10 s timed passes, the rest warm-up,
@@ -106,12 +121,12 @@ NOTE = (
     "= 1000 / cpu_ms; wall_images_per_s is the measured one-thread rate (noisy where other "
     "jobs share the cores). cpu_ratio / bytes_ratio: per example, relative to "
     "device_targets. h2d bytes: what each batch ships to the device per example "
-    "(device_targets: train.TRAIN_FIELDS; host_targets: the image and hm, wh, reg, ind, "
-    "reg_mask with the official dtypes). The image is HWC float32 in both (the official "
+    "(device_targets: train.train_fields; host_targets: the image and the official "
+    "target arrays with their dtypes). The image is HWC float32 in both (the official "
     "loader's CHW transpose is a view, copied at collation either way). host_targets is a "
     "lower bound on the official loader (vectorised box affine, no unused zero arrays). "
     "device_render: "
-    "the jitted targets.ctdet_targets on one batch of the same boxes, on the default JAX "
+    "the task's jitted targets on one batch of the same boxes, on the default JAX "
     "device (on a CPU backend that is the same host cores).")
 
 
@@ -169,7 +184,7 @@ def synthetic_image(rng: np.random.Generator, image_hw: Sequence[int], boxes: np
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_examples(settings: InputSettings) -> list[dict[str, Any]]:
+def make_examples(settings: InputSettings, num_classes: int) -> list[dict[str, Any]]:
     """``settings.images`` examples: ``jpeg`` (bytes, quality 90), ``boxes`` float32 [n, 4]
     in image pixels, ``classes`` int32 [n] in [0, num_classes), n ~ 1 + Poisson(6)."""
     examples = []
@@ -182,7 +197,7 @@ def make_examples(settings: InputSettings) -> list[dict[str, Any]]:
         if not ok:
             raise RuntimeError("cv2.imencode failed")
         examples.append({"jpeg": encoded.tobytes(), "boxes": boxes,
-                         "classes": rng.integers(0, settings.num_classes, count).astype(np.int32),
+                         "classes": rng.integers(0, num_classes, count).astype(np.int32),
                          "image_id": np.int64(index + 1)})
     return examples
 
@@ -202,22 +217,20 @@ def decode(example: dict[str, Any]) -> dict[str, Any]:
 class Pipeline:
     """One pipeline's per-example stages; ``run`` times a pass over the examples."""
 
-    def __init__(self, name: str, settings: InputSettings):
+    def __init__(self, name: str, settings: InputSettings, setup: _Setup):
         if name not in PIPELINES:
             raise ValueError(f"unknown pipeline {name!r}; known: {PIPELINES}")
-        self.name, self.settings = name, settings
-        self.transform = TrainTransform(input_hw=settings.input_hw,
-                                        down_ratio=settings.down_ratio,
+        self.name, self.settings, self.setup = name, settings, setup
+        self.transform = TrainTransform(input_hw=settings.input_hw, output_hw=setup.output_hw,
+                                        mean=setup.mean, std=setup.std,
                                         max_objects=settings.max_objects)
-        self.fields = (train.TRAIN_FIELDS if name == "device_targets"
-                       else ("image", *host_targets.OFFICIAL_TARGET_FIELDS))
+        self.fields = (train.train_fields(setup.task) if name == "device_targets"
+                       else ("image", *setup.task.reference.shipped_fields))
 
     def render(self, transformed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The official targets of one transformed example (host_targets only)."""
-        return host_targets.render_ctdet_targets(
-            transformed["boxes"], transformed["classes"], transformed["mask"],
-            num_classes=self.settings.num_classes, output_hw=self.settings.output_hw,
-            max_objects=self.settings.max_objects)
+        return self.setup.task.reference.image_targets(
+            transformed, self.setup.output_hw, self.settings.max_objects)
 
     def run(self, examples: Sequence[dict[str, Any]], clock: Callable[[], float]
             ) -> tuple[dict[str, float], int, dict[str, np.ndarray]]:
@@ -266,19 +279,16 @@ def shipped_bytes(batch: dict[str, np.ndarray]) -> int:
 # The benchmark
 
 
-def _device_render(settings: InputSettings, batch: dict[str, np.ndarray]
+def _device_render(settings: InputSettings, setup: _Setup, batch: dict[str, np.ndarray]
                    ) -> tuple[float, float]:
-    """(median seconds of the jitted device renderer on ``batch``, max |heatmap diff| to
+    """(median seconds of the jitted device renderer on ``batch``, max |difference| to
     the host renderer on the same boxes; raises if any target disagrees)."""
-    render = jax.jit(functools.partial(targets_lib.ctdet_targets,
-                                       num_classes=settings.num_classes,
-                                       output_hw=settings.output_hw))
-    fields = jax.device_put((batch["boxes"], batch["classes"], batch["mask"]))
-    want = host_targets.numpy_ctdet_targets(batch["boxes"], batch["classes"], batch["mask"],
-                                            num_classes=settings.num_classes,
-                                            output_hw=settings.output_hw)
-    diff = check_targets_agreement(render(*fields), want)
-    return median_seconds(render, *fields, iters=settings.render_iters), diff
+    task, reference = setup.task, setup.task.reference
+    render = jax.jit(functools.partial(task.targets, output_hw=setup.output_hw))
+    fields = jax.device_put({k: batch[k] for k in task.batch_fields})
+    want = reference.targets(batch, setup.output_hw)
+    diff = reference.check_targets(render(fields), want)
+    return median_seconds(render, fields, iters=settings.render_iters), diff
 
 
 def measure(settings: InputSettings) -> dict[str, Any]:
@@ -286,9 +296,10 @@ def measure(settings: InputSettings) -> dict[str, Any]:
     if min(settings.images, settings.batch, settings.rounds, settings.render_iters) < 1:
         raise ValueError(f"images, batch, rounds and render_iters must be positive: {settings}")
     start = time.perf_counter()
-    examples = make_examples(settings)
+    setup = _Setup.of(settings)
+    examples = make_examples(settings, setup.task.num_classes)
     generate_s = time.perf_counter() - start
-    pipelines = [Pipeline(name, settings) for name in PIPELINES]
+    pipelines = [Pipeline(name, settings, setup) for name in PIPELINES]
 
     cv2_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # per core: OpenCV would otherwise spread warps over every core
@@ -334,7 +345,7 @@ def measure(settings: InputSettings) -> dict[str, Any]:
         row["bytes_ratio"] = row["h2d_bytes_per_example"] / device_row["h2d_bytes_per_example"]
 
     render_batch = first_batches["device_targets"]
-    render_s, render_diff = _device_render(settings, render_batch)
+    render_s, render_diff = _device_render(settings, setup, render_batch)
     render_examples = len(render_batch["image"])
     summary = {
         "host_over_device_cpu": host_row["cpu_ratio"],
@@ -351,7 +362,8 @@ def measure(settings: InputSettings) -> dict[str, Any]:
     jpeg_bytes = [len(e["jpeg"]) for e in examples]
     return {
         "image_hw": _hw(settings.image_hw), "input_hw": _hw(settings.input_hw),
-        "output_hw": _hw(settings.output_hw), "num_classes": settings.num_classes,
+        "config": settings.config, "task": setup.task.name,
+        "output_hw": _hw(setup.output_hw), "num_classes": setup.task.num_classes,
         "max_objects": settings.max_objects, "images": count, "batch": settings.batch,
         "rounds": settings.rounds, "num_threads": 1, "cv2_threads": 1,
         "objects_per_image": float(np.mean([len(e["boxes"]) for e in examples])),

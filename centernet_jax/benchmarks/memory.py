@@ -52,12 +52,11 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from centernet_jax import sharding, tasks, train, train_state
+from centernet_jax import assembly, sharding, train
+from centernet_jax.benchmarks import models
 from centernet_jax.benchmarks.models import load_config
 from centernet_jax.benchmarks.registry import register
 from centernet_jax.benchmarks.timing import compiled_memory
-from centernet_jax.data import sanitize
-from centernet_jax.models import detector
 
 DEFAULT_CONFIGS = ("configs/hourglass.py",)
 QUICK_CONFIGS = ("configs/hourglass.py",)
@@ -111,27 +110,23 @@ def per_device_bytes(tree: Any, shardings: Any) -> int:
 
 
 def abstract_train_batch(config, global_batch: int, batch_sharding) -> dict[str, Any]:
-    """ShapeDtypeStructs of a padded training batch (``train.TRAIN_FIELDS``), sharded."""
-    height, width = config.input.input_hw
-    slots = config.dataset.max_objects
+    """ShapeDtypeStructs of a padded training batch (``train.train_fields``), sharded."""
+    host = models.random_train_batch(config, 1)
 
-    def spec(shape, dtype):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+    def spec(array):
+        return jax.ShapeDtypeStruct((global_batch, *array.shape[1:]), array.dtype,
+                                    sharding=batch_sharding)
 
-    return {"image": spec((global_batch, height, width, 3), jnp.float32),
-            "boxes": spec((global_batch, slots, 4), jnp.float32),
-            "classes": spec((global_batch, slots), jnp.int32),
-            "mask": spec((global_batch, slots), jnp.bool_),
-            **{name: spec((global_batch,), jnp.int32) for name in sanitize.COUNTERS}}
+    return {name: spec(array) for name, array in host.items()}
 
 
-def residual_bytes(config, model, task, abstract, batch: int) -> int:
+def residual_bytes(parts, abstract, batch: int) -> int:
     """Bytes the forward pass keeps for the backward pass at ``batch`` images: the leaves
     of ``jax.vjp``'s function for the loss w.r.t. the parameters (activations, and the
     kernels in the computation dtype). Nothing runs (``jax.eval_shape``); it depends on
     the program, not on a compiler's buffer assignment, and is what bfloat16 halves."""
-    images = abstract_train_batch(config, batch, None)
-    output_hw = train.output_hw(config)
+    images = abstract_train_batch(parts.config, batch, None)
+    model, task, output_hw = parts.model, parts.task, parts.output_hw()
 
     def backward_inputs(params, batch_stats, images):
         target = task.targets(images, output_hw)
@@ -153,10 +148,8 @@ def _lower_case(label: str, config, dtype: str, mesh, batch_per_device: int,
     """Traces and lowers one case; (row fields known before compiling, lowered)."""
     config = config.copy_and_resolve_references()
     config.model.dtype = dtype
-    task = tasks.make_task(config)
-    model = detector.build_model(config.model, task.heads)
-    tx = train_state.make_optimizer(config, steps_per_epoch=1)
-    abstract = train_state.abstract_train_state(config, model)
+    parts = assembly.assemble(config)
+    abstract = parts.abstract_state()
     state_shardings = sharding.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size)
     batch_sharding = sharding.batch_sharding(mesh)
     devices = mesh.devices.size
@@ -164,7 +157,7 @@ def _lower_case(label: str, config, dtype: str, mesh, batch_per_device: int,
     state_in = sharding.abstract_with_shardings(abstract, state_shardings)
     batch_in = abstract_train_batch(config, global_batch, batch_sharding)
 
-    step = jax.jit(train.make_train_step(model, task, tx, train.output_hw(config)),
+    step = jax.jit(train.make_train_step(parts.model, parts.task, parts.tx, parts.output_hw()),
                    in_shardings=(state_shardings, batch_sharding),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=(0,))
@@ -193,8 +186,7 @@ def _lower_case(label: str, config, dtype: str, mesh, batch_per_device: int,
         "state_mbyte": _mbyte(per_device_bytes(abstract, state_shardings)),
         "batch_mbyte": _mbyte(per_device_bytes(batch_in, jax.tree.map(
             lambda leaf: leaf.sharding, batch_in))),
-        "residual_mbyte": _mbyte(residual_bytes(config, model, task, abstract,
-                                                batch_per_device)),
+        "residual_mbyte": _mbyte(residual_bytes(parts, abstract, batch_per_device)),
         "sharded_param_fraction": sharded / total_param_bytes,
         "min_fsdp_size": min_fsdp_size, "lower_s": lower_s,
     }

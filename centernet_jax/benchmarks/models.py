@@ -12,9 +12,10 @@ device JAX sees:
 * ``train_step``: the real ``train.make_train_step`` with Adam on random padded boxes;
 * ``decode`` and ``targets`` alone on the same shapes, as a share of ``detect`` and of
   ``train_step``;
-* ``numpy_decode`` / ``numpy_targets``: host NumPy references of the official decode and
-  of the official per-object Gaussian drawing, checked against the JAX results before
-  they are timed, reported as ``vs_numpy`` = NumPy time / JAX time on the JAX rows;
+* ``numpy_decode`` / ``numpy_targets``: the task's host NumPy references of the official
+  decode and of the official per-object target drawing (``Task.reference``, where the
+  task has one), checked against the JAX results before they are timed, reported as
+  ``vs_numpy`` = NumPy time / JAX time on the JAX rows;
 * FLOPs per image: ``xla_gflop_per_image`` from XLA's cost analysis of the compiled
   function and ``matmul_gflop_per_image`` counted from the jaxpr (convolutions and dots,
   loop bodies times their trip count); ``achieved_gflop_per_s`` = XLA FLOPs / time;
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import importlib.util
 import math
 import os
 import time
@@ -43,14 +43,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from centernet_jax import inference, tasks, train, train_state
-# The NumPy renderer baseline is shared with the input benchmark.
-from centernet_jax.benchmarks.host_targets import numpy_ctdet_targets
+from centernet_jax import assembly, config_loading, inference, tasks, train, train_state
 from centernet_jax.benchmarks.registry import register
 from centernet_jax.benchmarks.timing import (compiled_cost, compiled_memory, device_peak_bytes,
                                              median_seconds)
 from centernet_jax.data import sanitize
-from centernet_jax.models import detector
 
 DEFAULT_CONFIGS = ("configs/hourglass.py", "configs/dla34.py", "configs/resnet18.py",
                    "configs/resnet101.py")
@@ -61,12 +58,6 @@ QUICK_VARIANT = "smoke"
 DEFAULT_BATCH, QUICK_BATCH = 16, 4
 DEFAULT_ITERS, QUICK_ITERS = 10, 3
 DEFAULT_WARMUP, QUICK_WARMUP = 2, 1
-
-# Agreement the baselines must reach before they are timed. Both sides are float32; the
-# reference Gaussian is float64 rounded into a float32 map, the JAX one float32 throughout.
-SCORE_TOLERANCE = 1e-6
-HEATMAP_TOLERANCE = 1e-6
-BOX_TOLERANCE = 1e-4
 
 # Every row has every one of these keys (None where a field does not apply).
 ROW_FIELDS = (
@@ -99,30 +90,15 @@ NOTE = (
 # Configs
 
 
-def _project_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def load_config(spec: str, default_variant: str | None = None
                 ) -> tuple[str, ml_collections.ConfigDict]:
-    """``path[:variant]`` -> (label ``"name:variant"``, config).
-
-    A relative path that does not exist from the working directory is looked up from the
-    project root (where ``configs/`` lives). Without a variant, ``default_variant`` is
-    used (None: the config's own default).
-    """
-    path, _, variant = spec.partition(":")
+    """``path[:variant]`` -> (label ``"name:variant"``, config), found as
+    ``centernet_jax.load_config`` finds it. Without a variant, ``default_variant`` is used
+    (None: the config's own default)."""
+    path, variant = config_loading.split_spec(spec)
     variant = variant or default_variant
-    if not os.path.exists(path) and not os.path.isabs(path):
-        rooted = os.path.join(_project_root(), path)
-        path = rooted if os.path.exists(rooted) else path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path!r} (from {spec!r}) does not exist")
+    config = config_loading.load_config(path + (f":{variant}" if variant else ""), lock=False)
     name = os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(f"_bench_config_{name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(variant)
     return f"{name}:{config.get('variant', None) or variant or 'default'}", config
 
 
@@ -184,9 +160,18 @@ def random_images(batch: int, input_hw: Sequence[int], seed: int = 0) -> jax.Arr
 
 def random_train_batch(config, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """A padded training batch of ``config``'s shapes with random boxes (output-grid pixels,
-    some partly outside the grid), random classes and ~60% of the slots used."""
+    some partly outside the grid), random classes and ~60% of the slots used.
+
+    Raises:
+      ValueError: the config's task trains on fields besides boxes, classes and mask.
+    """
+    task_class = tasks.get(config.task)
+    extra = set(task_class.batch_fields) - {"boxes", "classes", "mask"}
+    if extra:
+        raise ValueError(f"random batches hold boxes, classes and mask; the {config.task} "
+                         f"task also needs {sorted(extra)}")
     rng = np.random.default_rng(seed)
-    grid_h, grid_w = train.output_hw(config)
+    grid_h, grid_w = task_class.output_hw(config.input.input_hw, config.input.down_ratio)
     slots = config.dataset.max_objects
     corner = rng.uniform(-2, [grid_w, grid_h], (batch, slots, 2))
     size = rng.uniform(0.5, [grid_w / 2, grid_h / 2], (batch, slots, 2))
@@ -199,104 +184,19 @@ def random_train_batch(config, batch: int, seed: int = 0) -> dict[str, np.ndarra
     }
 
 
-def random_head_outputs(shapes: dict[str, jax.ShapeDtypeStruct], seed: int = 0
+def random_head_outputs(task, shapes: dict[str, jax.ShapeDtypeStruct], seed: int = 0
                         ) -> dict[str, np.ndarray]:
-    """Random raw ctdet head outputs of the given shapes: heatmap logits mostly negative
-    (as a trained model's are), sizes in [0, grid / 4), offsets in [0, 1)."""
+    """Random raw head outputs of the given shapes: heatmap logits mostly negative (as a
+    trained model's are), the other heads uniform in [0, grid / 8)."""
     rng = np.random.default_rng(seed)
-    hm_shape = shapes["hm"].shape
-    grid = max(hm_shape[1], hm_shape[2])
-    return {
-        "hm": (rng.normal(size=hm_shape) * 1.5 - 3.0).astype(np.float32),
-        "wh": rng.uniform(0, grid / 4, shapes["wh"].shape).astype(np.float32),
-        "reg": rng.uniform(0, 1, shapes["reg"].shape).astype(np.float32),
-    }
-
-
-# ---------------------------------------------------------------------------------------
-# NumPy references of the official code paths (the baselines)
-
-
-def numpy_ctdet_decode(hm_logits: np.ndarray, wh: np.ndarray, reg: np.ndarray, k: int
-                       ) -> dict[str, np.ndarray]:
-    """The official ctdet decode in NumPy (spec §5.1), batched like the official one.
-
-    sigmoid -> 3x3 max-pool NMS keeping values equal to their pooled max -> top-K per class
-    over H * W -> top-K over the C * K candidates -> wh / reg gathered at the peaks ->
-    boxes (x1, y1, x2, y2) in output-grid pixels.
-
-    Args:
-      hm_logits: float32 [B, H, W, C]; wh, reg: float32 [B, H, W, 2].
-    Returns:
-      boxes float32 [B, K, 4], scores float32 [B, K] (descending), classes int [B, K].
-    """
-    batch, height, width, classes = hm_logits.shape
-    heat = (1.0 / (1.0 + np.exp(-hm_logits))).astype(np.float32)
-    padded = np.pad(heat, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    pooled = heat.copy()
-    for dy in range(3):
-        for dx in range(3):
-            np.maximum(pooled, padded[:, dy:dy + height, dx:dx + width], out=pooled)
-    heat = np.where(pooled == heat, heat, 0.0).astype(np.float32)
-
-    # Per class: top-K over the H * W positions (channel-major like the official NCHW map).
-    per_class = heat.transpose(0, 3, 1, 2).reshape(batch, classes, height * width)
-    k_class = min(k, height * width)
-    candidates = np.argpartition(-per_class, k_class - 1, axis=-1)[..., :k_class]
-    candidate_scores = np.take_along_axis(per_class, candidates, -1)
-    order = np.argsort(-candidate_scores, axis=-1, kind="stable")
-    class_index = np.take_along_axis(candidates, order, -1)  # [B, C, K] spatial index
-    class_scores = np.take_along_axis(candidate_scores, order, -1)
-
-    # Then top-K over the C * K candidates.
-    flat_scores = class_scores.reshape(batch, classes * k_class)
-    best = np.argsort(-flat_scores, axis=-1, kind="stable")[:, :k]
-    scores = np.take_along_axis(flat_scores, best, -1)
-    spatial = np.take_along_axis(class_index.reshape(batch, -1), best, -1)
-    labels = best // k_class
-    ys, xs = spatial // width, spatial % width
-
-    rows = np.arange(batch)[:, None]
-    offset = reg.reshape(batch, height * width, 2)[rows, spatial]
-    size = wh.reshape(batch, height * width, 2)[rows, spatial]
-    center_x = xs.astype(np.float32) + offset[..., 0]
-    center_y = ys.astype(np.float32) + offset[..., 1]
-    boxes = np.stack([center_x - size[..., 0] / 2, center_y - size[..., 1] / 2,
-                      center_x + size[..., 0] / 2, center_y + size[..., 1] / 2], -1)
-    return {"boxes": boxes.astype(np.float32), "scores": scores, "classes": labels}
-
-
-def check_decode_agreement(got: dict[str, Any], want: dict[str, np.ndarray]) -> float:
-    """Max |score difference|; raises if scores, or boxes / classes at distinct scores,
-    disagree (equal scores have an implementation-defined order)."""
-    got = jax.tree.map(np.asarray, got)
-    score_diff = float(np.max(np.abs(got["scores"] - want["scores"])))
-    if not score_diff <= SCORE_TOLERANCE:
-        raise AssertionError(f"decode scores differ from the NumPy reference by {score_diff}")
-    scores = want["scores"]
-    gaps = np.abs(np.diff(scores, axis=-1)) > SCORE_TOLERANCE
-    distinct = (np.pad(gaps, ((0, 0), (1, 0)), constant_values=True)
-                & np.pad(gaps, ((0, 0), (0, 1)), constant_values=True) & (scores > 0))
-    box_diff = np.abs(got["boxes"] - want["boxes"])[distinct]
-    if distinct.sum() == 0 or box_diff.max() > BOX_TOLERANCE or np.any(
-            got["classes"][distinct] != want["classes"][distinct]):
-        raise AssertionError("decoded boxes / classes differ from the NumPy reference")
-    return score_diff
-
-
-def check_targets_agreement(got: dict[str, Any], want: dict[str, np.ndarray]) -> float:
-    """Max |heatmap difference|; raises if any target field disagrees."""
-    got = jax.tree.map(np.asarray, got)
-    heat_diff = float(np.max(np.abs(got["heatmap"] - want["heatmap"].transpose(0, 2, 3, 1))))
-    ok = (heat_diff <= HEATMAP_TOLERANCE
-          and np.array_equal(got["mask"], want["mask"])
-          and np.array_equal(got["index"], want["index"])
-          and np.allclose(got["size"], want["size"], atol=1e-6)
-          and np.allclose(got["offset"], want["offset"], atol=1e-6))
-    if not ok:
-        raise AssertionError(f"rendered targets differ from the NumPy reference "
-                             f"(heatmap max |d| = {heat_diff})")
-    return heat_diff
+    outputs = {}
+    for name, spec in task.heads.items():
+        shape = shapes[name].shape
+        if spec.is_heatmap:
+            outputs[name] = (rng.normal(size=shape) * 1.5 - 3.0).astype(np.float32)
+        else:
+            outputs[name] = rng.uniform(0, max(shape[1], shape[2]) / 8, shape).astype(np.float32)
+    return outputs
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,15 +320,14 @@ class ConfigBench:
     def __init__(self, label: str, config, *, batch: int, iters: int, warmup: int):
         self.label, self.config = label, config
         self.batch, self.iters, self.warmup = batch, iters, warmup
-        self.task = tasks.make_task(config)
-        self.model = detector.build_model(config.model, self.task.heads)
-        self.tx = train_state.make_optimizer(config, steps_per_epoch=1)
+        parts = assembly.assemble(config)
+        self.task, self.model, self.tx = parts.task, parts.model, parts.tx
         self.train_hw = tuple(config.input.input_hw)
-        self.grid_hw = train.output_hw(config)
+        self.grid_hw = parts.output_hw()
         self.eval_hw = tuple(inference.eval_input_hw(config))
         self.top_k = int(config.eval.top_k)
         self.batches = sorted({1, batch})
-        self.abstract = train_state.abstract_train_state(config, self.model)
+        self.abstract = parts.abstract_state()
         self.host_batch = random_train_batch(config, batch)
         device = jax.devices()[0]
         self.common = {"config": label, "iters": iters, "warmup": warmup,
@@ -468,9 +367,9 @@ class ConfigBench:
                 self._keys["decode", mode, batch] = programs.submit(
                     ("decode", self.task, self.top_k, mode, signature),
                     functools.partial(decode, task=self.task, top_k=self.top_k), *args)
-        fields = {k: self.host_batch[k] for k in ("boxes", "classes", "mask")}
+        fields = {k: self.host_batch[k] for k in self.task.batch_fields}
         self._keys["targets"] = programs.submit(
-            ("targets", self.task, self.grid_hw, fields["boxes"].shape),
+            ("targets", self.task, self.grid_hw, fields["mask"].shape),
             functools.partial(self.task.targets, output_hw=self.grid_hw), fields)
         step = train.make_train_step(self.model, self.task, self.tx, self.grid_hw)
         # Donated, as in training: the new state reuses the old state's buffers.
@@ -551,8 +450,9 @@ class ConfigBench:
     def _decode_rows(self, programs: Programs, batch: int, mode: str,
                      detect_row: dict[str, Any]) -> list[dict[str, Any]]:
         shapes = self.head_shapes(batch)
-        outputs = random_head_outputs(shapes, seed=1)
-        args = (outputs, random_head_outputs(shapes, seed=2)) if mode == "flip" else (outputs,)
+        outputs = random_head_outputs(self.task, shapes, seed=1)
+        args = ((outputs, random_head_outputs(self.task, shapes, seed=2)) if mode == "flip"
+                else (outputs,))
         args = jax.device_put(args)
         key = self._keys["decode", mode, batch]
         compiled = programs.compiled(key)
@@ -560,11 +460,11 @@ class ConfigBench:
         row = self._timed_row("decode", mode, batch, self.eval_hw, seconds, programs, key,
                               share=1e3 * seconds / detect_row["ms"],
                               share_of=f"detect {mode} batch {batch}")
-        if mode != "plain" or batch != self.batch:
+        baseline = self.task.reference
+        if mode != "plain" or batch != self.batch or baseline is None:
             return [row]
-        reference = functools.partial(numpy_ctdet_decode, outputs["hm"], outputs["wh"],
-                                      outputs["reg"], self.top_k)
-        diff = check_decode_agreement(compiled(*args), reference())
+        reference = functools.partial(baseline.decode, outputs, self.top_k)
+        diff = baseline.check_decode(compiled(*args), reference())
         numpy_seconds = self._time(reference)
         row["vs_numpy"] = numpy_seconds / seconds
         return [row, self._timed_row("numpy_decode", mode, batch, self.eval_hw, numpy_seconds,
@@ -573,19 +473,17 @@ class ConfigBench:
     def _targets_rows(self, programs: Programs) -> list[dict[str, Any]]:
         host = self.host_batch
         objects = float(np.mean(np.sum(host["mask"], -1)))
-        fields = jax.device_put({k: host[k] for k in ("boxes", "classes", "mask")})
+        fields = jax.device_put({k: host[k] for k in self.task.batch_fields})
         key = self._keys["targets"]
         compiled = programs.compiled(key)
         seconds = self._time(compiled, fields)
         row = self._timed_row("targets", None, self.batch, self.grid_hw, seconds, programs, key,
                               objects_per_image=objects)
-        if self.task.radius != "official":
-            raise ValueError("the NumPy renderer baseline reproduces the official radius only")
-        reference = functools.partial(
-            numpy_ctdet_targets, host["boxes"], host["classes"], host["mask"],
-            num_classes=self.task.num_classes, output_hw=self.grid_hw,
-            min_overlap=self.task.min_overlap)
-        diff = check_targets_agreement(compiled(fields), reference())
+        baseline = self.task.reference
+        if baseline is None:
+            return [row]
+        reference = functools.partial(baseline.targets, host, self.grid_hw)
+        diff = baseline.check_targets(compiled(fields), reference())
         numpy_seconds = self._time(reference)
         row["vs_numpy"] = numpy_seconds / seconds
         return [row, self._timed_row("numpy_targets", None, self.batch, self.grid_hw,

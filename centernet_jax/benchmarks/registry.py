@@ -16,7 +16,7 @@ BenchFn = Callable[..., dict[str, Any]]
 BENCHMARKS: dict[str, BenchFn] = {}
 
 # Modules under centernet_jax.benchmarks that register a benchmark when imported.
-BUILTIN_MODULES = ("dcn", "models", "memory", "input_pipeline")
+BUILTIN_MODULES = ("dcn", "models", "memory", "input_pipeline", "startup")
 
 
 def register(name: str) -> Callable[[BenchFn], BenchFn]:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from etils import epath
 import numpy as np
 
 from centernet_jax.data import tfds_prepared
@@ -141,8 +142,7 @@ class TfdsCocoSource:
         official json for objects right at a boundary.
         """
         if self.annotation_file:
-            with open(self.annotation_file) as f:
-                return json.load(f)
+            return json.loads(epath.Path(self.annotation_file).read_text())
         records = tfds_prepared.open_data_source(TFDS_COCO_NAME, self.version, self.split,
                                                  self.data_dir, decode_images=False)
         images, annotations = [], []

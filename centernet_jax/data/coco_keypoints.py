@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from absl import logging
+from etils import epath
 import numpy as np
 
 from centernet_jax.data import coco_json
@@ -348,8 +349,7 @@ class TfdsCocoKeypointsSource:
         the shortest decimal, which recovers COCO's 2-decimal numbers exactly).
         """
         if self.annotation_file:
-            with open(self.annotation_file, "rb") as f:
-                data = json.load(f)
+            data = json.loads(epath.Path(self.annotation_file).read_bytes())
             if self.skip_empty:
                 annotated = {a["image_id"] for a in data["annotations"]}
                 data["images"] = [im for im in data["images"] if im["id"] in annotated]

@@ -7,7 +7,7 @@ iterator state is just a position: `get_state()`/`set_state()` (and Grain's Orba
 
 Eval: each process reads a contiguous share of the examples; the last batch is padded (with
 copies of a real example marked `valid=False`) so that every process runs the same number of
-batches and every example is seen exactly once overall (jax_stack.md, "Grain").
+batches and every example is seen exactly once overall.
 """
 
 from __future__ import annotations

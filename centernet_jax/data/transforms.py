@@ -1,4 +1,4 @@
-"""Host-side train/eval transforms (official CenterNet semantics, spec §5.3, §6).
+"""Host-side train/eval transforms (the official CenterNet loaders' semantics).
 
 Input elements follow the source convention (`sources.py`): `image` uint8 BGR [h, w, 3];
 `boxes` float32 [n, 4] (x1, y1, x2, y2) in image pixels; `classes` int32 [n]; `image_id`
@@ -8,7 +8,7 @@ int64; optionally `keypoints` [n, K, 3] and the KITTI 3D fields (`calib`, `alpha
 Outputs are fixed-shape so they batch and jit: the image is warped to `input_hw` and normalised,
 and objects are padded to `max_objects` with a `mask`. Boxes and keypoints come out in
 OUTPUT-grid pixels (input / down_ratio) and are NOT clipped: the device-side target renderer
-clips them, as the official code does after the affine (spec §3.1); keypoint visibility is
+clips them, as the official code does after the affine; keypoint visibility is
 kept, so the renderer can apply the official "labelled and inside the grid" rule. 3D fields are
 geometric facts of the object, not of the picture, and pass through unchanged (the official
 ddd loader does the same: its depth and dimensions are metres, its angles radians).
@@ -30,9 +30,6 @@ import numpy as np
 from centernet_jax import affine
 from centernet_jax.data import sanitize
 
-# Official normalisation, in cv2 BGR channel order (spec §6).
-COCO_MEAN_BGR = (0.40789654, 0.44719302, 0.47026115)
-COCO_STD_BGR = (0.28863828, 0.27408164, 0.27809835)
 # CornerNet PCA lighting (applied to BGR images as in the official code).
 PCA_EIGVAL = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
 PCA_EIGVEC = np.array([[-0.58752847, -0.69563484, 0.41340352],
@@ -52,7 +49,7 @@ def get_border(border: int, size: int) -> int:
 
 def color_augment(image: np.ndarray, rng: np.random.Generator, *, jitter: float = 0.4,
                   lighting_std: float = 0.1) -> None:
-    """CornerNet colour jitter and PCA lighting, IN PLACE, without clipping (spec §6).
+    """CornerNet colour jitter and PCA lighting, IN PLACE, without clipping (as officially).
 
     Brightness, contrast and saturation run in a random order, each with alpha = 1 + U(-jitter,
     jitter); the grayscale image and its mean are computed once, before any of them. Then
@@ -167,26 +164,21 @@ def _passthrough(element: dict[str, Any]) -> dict[str, np.ndarray]:
 class _WarpConfig:
     """Fields shared by the train and eval transforms."""
 
-    input_hw: Sequence[int] = (512, 512)
-    down_ratio: int = 4
+    input_hw: Sequence[int]  # (H, W) of the network input
+    output_hw: Sequence[int]  # its output grid: `Task.output_hw(input_hw, down_ratio)`
+    mean: Sequence[float]  # BGR, of pixels / 255 (the config's input.mean)
+    std: Sequence[float]
     max_objects: int = 128
-    mean: Sequence[float] = COCO_MEAN_BGR
-    std: Sequence[float] = COCO_STD_BGR
 
     def __post_init__(self):
-        if len(self.input_hw) != 2 or min(self.input_hw) <= 0:
-            raise ValueError(f"input_hw must be (height, width) > 0, got {self.input_hw!r}.")
-        if self.down_ratio <= 0 or any(v % self.down_ratio for v in self.input_hw):
-            raise ValueError(f"input_hw {tuple(self.input_hw)} must be divisible by "
-                             f"down_ratio {self.down_ratio}.")
+        for name in ("input_hw", "output_hw"):
+            size = getattr(self, name)
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"{name} must be (height, width) > 0, got {size!r}.")
         if self.max_objects <= 0:
             raise ValueError(f"max_objects must be positive, got {self.max_objects}.")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean and std need 3 (BGR) values, got {self.mean}, {self.std}.")
-
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        return (self.input_hw[0] // self.down_ratio, self.input_hw[1] // self.down_ratio)
 
     def _warp_image(self, image: np.ndarray, center: np.ndarray, scale: float) -> np.ndarray:
         """float32 [H, W, 3] BGR in [0, 1]: one bilinear warp of the window to input_hw."""
@@ -219,10 +211,10 @@ CROP_MODES = ("random_crop", "shift_scale", "ddd")
 
 @dataclasses.dataclass(frozen=True)
 class TrainTransform(_WarpConfig, grain.transforms.RandomMap):
-    """Official training augmentation (spec §6); every random draw uses the given rng.
+    """Official training augmentation; every random draw uses the given rng.
 
     `crop_mode` picks the window, in the official loaders' words:
-    * "random_crop" (ctdet/multi_pose default): s = max(h, w) * choice(scale_choices); the
+    * "random_crop" (2D detection and pose default): s = max(h, w) * choice(scale_choices); the
       centre is a random integer in [border', size - border') per axis, border' =
       `get_border(border, size)`.
     * "shift_scale" (their `--not_rand_crop`): c += s * clip(N(0, 1) * shift, -2 shift,
@@ -339,7 +331,8 @@ RESIZE_MODES = ("fix_res", "keep_res")
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform(_WarpConfig, grain.transforms.Map):
-    """Deterministic test pre-processing (spec §5.3), in a canvas of static size `input_hw`.
+    """Deterministic test pre-processing (the official test script), in a canvas of static
+    size `input_hw`.
 
     * "fix_res" (the official default, used for Pascal and KITTI): the image is letterboxed
       into `input_hw`: c = (w / 2, h / 2), s = max(h, w), one bilinear warp.
@@ -352,7 +345,7 @@ class EvalTransform(_WarpConfig, grain.transforms.Map):
       side 640: 672 with pad 31, 768 with pad 127); a larger image is an error naming the
       size needed.
 
-    `test_scale` is the multi-scale test's image scale (spec §5.5): officially the image is
+    `test_scale` is the multi-scale test's image scale: officially the image is
     resized by it first. It is warped here in one step (the official code resizes, then
     warps), and `center`/`scale` describe the window on the ORIGINAL image, so detections map
     straight back to original pixels with `affine.boxes_to_image` and the output grid of

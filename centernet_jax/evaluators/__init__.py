@@ -1,1 +1,2 @@
-"""Metric computations on decoded detections."""
+"""Metric computations on decoded detections: the evaluator interface and its COCO (and,
+per task, other) implementations."""

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from centernet_jax.models import dla, resnet
-from centernet_jax.models.heads import HM_BIAS, Heads, validate_heads
+from centernet_jax.models.heads import HM_BIAS, Heads, HeadSpec, PreHeadFactory, validate_heads
 from centernet_jax.models.hourglass import HOURGLASS_104, Hourglass
 from centernet_jax.models.layers import DType, parse_dtype
 
@@ -33,9 +33,11 @@ class CenterNet(nn.Module):
     Attributes:
       backbone: linen module, `backbone(images, train=...)` -> list of feature maps
         [B, H/4, W/4, C] (one per stack; single-stack backbones return a 1-list).
-      heads: head name -> channels, e.g. {'hm': 80, 'wh': 2, 'reg': 2}.
+      heads: head name -> `HeadSpec` (channels, init, pre-head module), as the task
+        declares them.
+      pre_heads: pre-head module key -> factory (see `heads.Heads`).
       head_conv: width of each head's 3x3 conv (<= 0: a single 1x1 conv).
-      hm_bias: initial bias of the final conv of heads whose name contains "hm".
+      hm_bias: initial bias of the final conv of "heatmap" heads.
       dtype: computation dtype of the heads (the backbone has its own).
 
     `__call__(images [B, H, W, 3] float, train: bool)` -> list (one per stack, last =
@@ -44,7 +46,8 @@ class CenterNet(nn.Module):
     """
 
     backbone: nn.Module
-    heads: Mapping[str, int]
+    heads: Mapping[str, HeadSpec]
+    pre_heads: Mapping[str, PreHeadFactory] = dataclasses.field(default_factory=dict)
     head_conv: int = 256
     hm_bias: float = HM_BIAS
     dtype: DType = jnp.float32
@@ -52,7 +55,7 @@ class CenterNet(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        validate_heads(self.heads)
+        validate_heads(self.heads, self.pre_heads)
 
     @nn.compact
     def __call__(self, images: Array, train: bool) -> list[dict[str, Array]]:
@@ -64,6 +67,7 @@ class CenterNet(nn.Module):
         return [
             Heads(
                 heads=self.heads,
+                pre_heads=self.pre_heads,
                 head_conv=self.head_conv,
                 hm_bias=self.hm_bias,
                 dtype=self.dtype,
@@ -140,8 +144,11 @@ register_backbone("resnet", resnet.build, default_head_conv=64)
 register_backbone("dla", dla.build, default_head_conv=256)
 
 
-def build_model(model_config: Any, heads: Mapping[str, int]) -> CenterNet:
+def build_model(model_config: Any, heads: Mapping[str, HeadSpec],
+                pre_heads: Mapping[str, PreHeadFactory] | None = None) -> CenterNet:
     """Builds a `CenterNet` from an ml_collections ConfigDict (or any mapping-like config).
+
+    `heads` and `pre_heads` come from the task (`Task.heads`, `Task.pre_heads`).
 
     Reads `model_config.backbone` (a key of `BACKBONES`), the backbone's own sub-config
     (e.g. `model_config.hourglass`), optional `head_conv` (default: the backbone's
@@ -160,6 +167,7 @@ def build_model(model_config: Any, heads: Mapping[str, int]) -> CenterNet:
     return CenterNet(
         backbone=entry.build(model_config, dtype),
         heads=dict(heads),
+        pre_heads=dict(pre_heads or {}),
         head_conv=int(head_conv),
         hm_bias=HM_BIAS if hm_bias is None else float(hm_bias),
         dtype=dtype,

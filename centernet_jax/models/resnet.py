@@ -63,7 +63,7 @@ NUM_UPSAMPLING_STAGES = 3  # /32 -> /4
 INPUT_MULTIPLE = 32  # the stride of layer4
 
 # Fields of `model_config.resnet`; `deconv_widths=None` takes the official widths of the
-# chosen neck. Official `resdcn_18` (the ctdet_coco_resdcn18 model) when nothing is set.
+# chosen neck. Official `resdcn_18` (the official COCO ResNet-18 + DCN model) when nothing is set.
 RESNET_DEFAULTS: dict[str, Any] = dict(
     depth=18,
     deformable=True,
